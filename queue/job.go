@@ -1,0 +1,74 @@
+package queue
+
+import (
+	"strings"
+	"time"
+)
+
+// State is where a job is in its life.
+type State string
+
+// Job states. A job is pending until the runner claims it, running while
+// it executes, then succeeded or failed; a trigger that could not be
+// accepted becomes a job in state rejected so that status shows it.
+const (
+	Pending   State = "pending"
+	Running   State = "running"
+	Succeeded State = "succeeded"
+	Failed    State = "failed"
+	Rejected  State = "rejected"
+)
+
+// Done reports whether the job has reached a final state.
+func (s State) Done() bool { return s == Succeeded || s == Failed || s == Rejected }
+
+// Commands a trigger may ask for.
+const (
+	CommandBuild    = "build"
+	CommandRestart  = "restart"
+	CommandRollback = "rollback"
+)
+
+// MainTarget is the target of the main install (types main, prod, multi).
+const MainTarget = "main"
+
+// Site returns the dedicated site a target names, or "" for the main
+// install: "dedicated:acme" → "acme".
+func Site(target string) string {
+	site, ok := strings.CutPrefix(target, "dedicated:")
+	if !ok {
+		return ""
+	}
+	return site
+}
+
+// Job is one unit of work: a command on a target, made of one or more
+// triggers. Its JSON form is what `concierge status --json` prints.
+type Job struct {
+	ID         string     `json:"id"`
+	State      State      `json:"state"`
+	Target     string     `json:"target"`
+	Command    string     `json:"command"`
+	Tenants    []string   `json:"tenants"`
+	Triggers   []string   `json:"triggers"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+	Error      string     `json:"error"`
+	Warnings   []string   `json:"warnings,omitempty"`
+	Steps      []Step     `json:"steps"`
+	// Attempts counts how often a runner claimed the job; more than one
+	// means it was recovered after a crash or a shutdown.
+	Attempts int `json:"attempts"`
+	// RetryOf names the job a `concierge retry` copied.
+	RetryOf string `json:"retry_of,omitempty"`
+}
+
+// Step is one recorded step of a job.
+type Step struct {
+	Name       string     `json:"name"`
+	State      State      `json:"state"`
+	StartedAt  *time.Time `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+	Error      string     `json:"error"`
+}
