@@ -71,4 +71,8 @@ type Step struct {
 	StartedAt  *time.Time `json:"started_at"`
 	FinishedAt *time.Time `json:"finished_at"`
 	Error      string     `json:"error"`
+	// DurationMS is how long the step took, once it ended.
+	DurationMS int64 `json:"duration_ms,omitempty"`
+	// Tail is the last lines of a failed step's output.
+	Tail []string `json:"tail,omitempty"`
 }

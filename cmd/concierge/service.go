@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tractstack/concierge/queue"
+	"github.com/tractstack/concierge/runner"
+	"github.com/tractstack/concierge/watcher"
+)
+
+// service is what run and watch share: the run lock, the queue, the
+// runner and how triggers are read.
+type service struct {
+	cfg    *Config
+	log    zerolog.Logger
+	lock   *queue.Lock
+	q      *queue.Queue
+	runner *runner.Runner
+	read   watcher.Options
+}
+
+// openService takes the run lock (waiting for another concierge to finish)
+// and opens the queue, which re-queues a job a dead process left running.
+func openService(ctx context.Context, cfg *Config, log zerolog.Logger, onStatus func(string)) (*service, error) {
+	st, err := os.Stat(cfg.StateDir())
+	if err != nil || !st.IsDir() {
+		return nil, usageErr("state directory %s does not exist (is --home right? create it with: mkdir -p %s)", cfg.StateDir(), cfg.StateDir())
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	lockPath := filepath.Join(cfg.DataDir, "lock")
+	lock, err := queue.AcquireLock(ctx, lockPath, func() {
+		log.Info().Str("lock", lockPath).Msg("another concierge is running jobs; waiting for it to finish")
+	})
+	if err != nil {
+		return nil, err
+	}
+	q, err := queue.Open(queue.Config{
+		DataDir: cfg.DataDir, StateDir: cfg.StateDir(), Keep: cfg.KeepJobs,
+		SiteExists: siteChecker(cfg.Home), Log: log.With().Str("component", "queue").Logger(),
+	})
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	exec, err := newExecutor(cfg, log)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	r := runner.New(runner.Config{Queue: q, Executor: exec, OnStatus: onStatus,
+		Log: log.With().Str("component", "runner").Logger()})
+	return &service{cfg: cfg, log: log, lock: lock, q: q, runner: r, read: readOptions(cfg)}, nil
+}
+
+func readOptions(cfg *Config) watcher.Options {
+	return watcher.Options{Dir: cfg.StateDir(), Match: queue.IsTriggerName, MaxSize: queue.MaxTriggerSize}
+}
+
+// siteChecker reports whether <home>/sites/<site> is a directory. The site
+// is validated against the id pattern before it is asked about.
+func siteChecker(home string) queue.SiteChecker {
+	return func(site string) bool {
+		if !queue.ValidID(site) {
+			return false
+		}
+		st, err := os.Stat(filepath.Join(home, "sites", site))
+		return err == nil && st.IsDir()
+	}
+}
+
+// intake hands files to the queue and logs what came of them.
+func (s *service) intake(files []watcher.File) (queue.IntakeResult, error) {
+	in := make([]queue.Incoming, len(files))
+	for i, f := range files {
+		in[i] = queue.Incoming{Name: f.Name, Data: f.Data, Refuse: f.Refuse}
+	}
+	res, err := s.q.Intake(in)
+	if err != nil {
+		s.log.Error().Err(err).Msg("intake failed; the triggers stay in place and are tried again")
+	}
+	return res, err
+}
+
+// prune drops old job records and logs how many.
+func (s *service) prune() {
+	n, err := s.q.Prune()
+	if err != nil {
+		s.log.Warn().Err(err).Msg("prune old job records")
+	} else if n > 0 {
+		s.log.Debug().Int("pruned", n).Msg("pruned old job records")
+	}
+}
+
+func (s *service) close() {
+	if err := s.lock.Release(); err != nil {
+		s.log.Warn().Err(err).Msg("release run lock")
+	}
+}
+
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

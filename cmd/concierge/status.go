@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tractstack/concierge/queue"
+)
+
+// statusCmd shows the jobs. It reads the records without the run lock, so
+// it works while another concierge runs; records are written atomically,
+// so it never sees half of one.
+func statusCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
+	var asJSON bool
+	var recent int
+	_, err := parseFlags(a, cfg, "status", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print {\"jobs\":[...]} oldest first")
+		fs.IntVar(&recent, "recent", 10, "how many finished jobs the table shows")
+	})
+	if err != nil {
+		return err
+	}
+	jobs, problems, err := queue.ReadStore(cfg.DataDir).Load()
+	if err != nil {
+		return err
+	}
+	for _, p := range problems {
+		fmt.Fprintln(a.Stderr, "concierge: warning:", p)
+	}
+	if asJSON {
+		list := make([]*queue.Job, 0, len(jobs))
+		list = append(list, jobs...)
+		enc := json.NewEncoder(a.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"jobs": list})
+	}
+	writeStatus(a.Stdout, jobs, recent, time.Now())
+	return nil
+}
+
+// writeStatus prints the readable status: the running job with its step
+// and elapsed time, the pending jobs, and the recent results with the
+// tail of a failed step's output.
+func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time) {
+	var running, pending, done []*queue.Job
+	for _, j := range jobs {
+		switch j.State {
+		case queue.Running:
+			running = append(running, j)
+		case queue.Pending:
+			pending = append(pending, j)
+		default:
+			done = append(done, j)
+		}
+	}
+	if len(jobs) == 0 {
+		fmt.Fprintln(w, "no jobs yet")
+		return
+	}
+	for _, j := range running {
+		step, since := "starting", j.StartedAt
+		for _, s := range j.Steps {
+			if s.State == queue.Running {
+				step, since = s.Name, s.StartedAt
+			}
+		}
+		fmt.Fprintf(w, "RUNNING  %s  %s %s  step %s for %s  (job %s)\n", j.ID, j.Command, j.Target, step,
+			elapsed(since, now), elapsed(j.StartedAt, now))
+	}
+	if len(running) == 0 {
+		fmt.Fprintln(w, "RUNNING  none")
+	}
+	fmt.Fprintf(w, "PENDING  %d\n", len(pending))
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, j := range pending {
+		fmt.Fprintf(tw, "  %s\t%s %s\ttenants %s\t%d trigger(s)\tsince %s\n", j.ID, j.Command, j.Target,
+			strings.Join(j.Tenants, ","), len(j.Triggers), j.CreatedAt.Local().Format("2006-01-02 15:04:05"))
+	}
+	tw.Flush()
+	if len(done) > recent {
+		done = done[len(done)-recent:]
+	}
+	fmt.Fprintf(w, "RECENT   %d shown\n", len(done))
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, j := range done {
+		when := ""
+		if j.FinishedAt != nil {
+			when = j.FinishedAt.Local().Format("2006-01-02 15:04:05")
+		}
+		took := ""
+		if j.StartedAt != nil && j.FinishedAt != nil {
+			took = j.FinishedAt.Sub(*j.StartedAt).Round(100 * time.Millisecond).String()
+		}
+		what := strings.TrimSpace(j.Command + " " + j.Target)
+		if what == "" {
+			what = strings.Join(j.Triggers, ",")
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", j.ID, strings.ToUpper(string(j.State)), what, when, took)
+	}
+	tw.Flush()
+	for _, j := range done {
+		if j.State == queue.Succeeded && len(j.Warnings) == 0 {
+			continue
+		}
+		if j.Error != "" {
+			fmt.Fprintf(w, "\n%s %s: %s\n", j.ID, j.State, j.Error)
+		}
+		for _, warn := range j.Warnings {
+			fmt.Fprintf(w, "%s warning: %s\n", j.ID, warn)
+		}
+		for _, s := range j.Steps {
+			if s.State != queue.Failed || len(s.Tail) == 0 {
+				continue
+			}
+			tail := s.Tail
+			if len(tail) > 10 {
+				tail = tail[len(tail)-10:]
+			}
+			fmt.Fprintf(w, "  last output of step %s:\n", s.Name)
+			for _, l := range tail {
+				fmt.Fprintf(w, "    | %s\n", l)
+			}
+		}
+	}
+}
+
+func elapsed(since *time.Time, now time.Time) string {
+	if since == nil {
+		return "?"
+	}
+	return now.Sub(*since).Round(time.Second).String()
+}

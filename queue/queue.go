@@ -1,0 +1,504 @@
+// Package queue owns the trigger format (parse, validate), the durable job
+// records on disk, their order, coalescing, claiming, crash recovery and
+// the run lock. It knows nothing of git, go, pnpm or systemd.
+//
+// Locking: a Queue is used by the process that holds the run lock; its
+// methods are safe for concurrent use (intake and the runner call it from
+// different goroutines) and serialise on one mutex. Every change is
+// written to disk before the method returns.
+package queue
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/rs/zerolog"
+)
+
+// Config configures a Queue.
+type Config struct {
+	// DataDir is concierge's own directory (job records, rejected
+	// triggers, the lock). It must not be the state directory.
+	DataDir string
+	// StateDir is where trigger files arrive.
+	StateDir string
+	// SiteExists tells whether a dedicated site exists.
+	SiteExists SiteChecker
+	// Keep is how many finished jobs Prune keeps (default 200).
+	Keep int
+	// Now is the clock (tests set it).
+	Now func() time.Time
+	Log zerolog.Logger
+}
+
+// Queue is the durable, serialised job queue.
+type Queue struct {
+	mu        sync.Mutex
+	cfg       Config
+	store     *Store
+	jobs      []*Job              // every known job, oldest first
+	byTrigger map[string][]string // trigger name → ids of jobs it went into
+	entropy   *ulid.MonotonicEntropy
+	changed   chan struct{} // closed and replaced when a job becomes pending
+}
+
+// Open loads the records in cfg.DataDir. The caller must hold the run
+// lock: Open takes over jobs left running by a dead process and puts them
+// back to pending, so they run again, once.
+func Open(cfg Config) (*Queue, error) {
+	if cfg.Keep <= 0 {
+		cfg.Keep = 200
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	st, err := OpenStore(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	jobs, problems, err := st.Load()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range problems {
+		cfg.Log.Warn().Err(p).Msg("unreadable job record left alone")
+	}
+	q := &Queue{
+		cfg: cfg, store: st, jobs: jobs, byTrigger: map[string][]string{},
+		entropy: ulid.Monotonic(rand.Reader, 0), changed: make(chan struct{}),
+	}
+	for _, j := range jobs {
+		for _, t := range j.Triggers {
+			q.byTrigger[t] = append(q.byTrigger[t], j.ID)
+		}
+		if j.State == Running {
+			j.State = Pending
+			markInterrupted(j, "interrupted: concierge stopped during this step")
+			if err := st.Save(j); err != nil {
+				return nil, err
+			}
+			cfg.Log.Warn().Str("job_id", j.ID).Str("target", j.Target).Int("attempts", j.Attempts).
+				Msg("job was running when concierge last stopped; queued to run again")
+		}
+	}
+	return q, nil
+}
+
+// Store is the queue's store.
+func (q *Queue) Store() *Store { return q.store }
+
+// markInterrupted closes the steps an interrupted attempt left open.
+func markInterrupted(j *Job, why string) {
+	for i := range j.Steps {
+		if j.Steps[i].State == Running {
+			j.Steps[i].State = Failed
+			j.Steps[i].Error = why
+		}
+	}
+}
+
+func (q *Queue) newID() string {
+	return ulid.MustNew(ulid.Timestamp(q.cfg.Now()), q.entropy).String()
+}
+
+// Incoming is a trigger file as the watcher hands it over: whole and
+// settled, or refused unread (Refuse says why: a link, a FIFO, too large).
+type Incoming struct {
+	Name   string
+	Data   []byte
+	Refuse string
+}
+
+// IntakeResult says what an intake did.
+type IntakeResult struct {
+	Created  []string // new pending job ids
+	Merged   []string // ids of pending jobs that absorbed a trigger
+	Rejected []string // ids of rejected-trigger records
+	Known    int      // triggers already taken in by an earlier, interrupted intake
+}
+
+// Intake turns trigger files into job records, in name order (arrival
+// order). Each job record is written durably before its trigger is
+// removed, so a crash in between leaves a trigger that the next intake
+// recognises by name and only removes. Rejected triggers are moved aside
+// with their reason and recorded as rejected jobs. An error here is an I/O
+// error on the data directory; triggers it did not finish stay in place.
+func (q *Queue) Intake(files []Incoming) (IntakeResult, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	files = slices.Clone(files)
+	sort.Slice(files, func(a, b int) bool { return files[a].Name < files[b].Name })
+
+	var (
+		res      IntakeResult
+		touched  []*Job // records to write before any trigger goes
+		remove   []string
+		setAside = map[string]*Job{} // trigger name → its rejected record
+	)
+	touch := func(j *Job) {
+		if !slices.Contains(touched, j) {
+			touched = append(touched, j)
+		}
+	}
+	now := q.cfg.Now().UTC()
+	for _, f := range files {
+		if ids, ok := q.byTrigger[f.Name]; ok {
+			res.Known++
+			if j := q.find(ids[0]); j != nil && j.State == Rejected {
+				setAside[f.Name] = j
+			} else {
+				remove = append(remove, f.Name)
+			}
+			continue
+		}
+		reqs, warnings, err := q.parse(f)
+		for _, w := range warnings {
+			q.cfg.Log.Warn().Str("trigger", f.Name).Msg(w)
+		}
+		if err != nil {
+			j := &Job{ID: q.newID(), State: Rejected, Triggers: []string{f.Name}, CreatedAt: now,
+				FinishedAt: &now, Error: err.Error(), Warnings: warnings, Tenants: []string{}, Steps: []Step{}}
+			q.add(j)
+			touch(j)
+			setAside[f.Name] = j
+			res.Rejected = append(res.Rejected, j.ID)
+			q.cfg.Log.Error().Str("job_id", j.ID).Str("trigger", f.Name).Str("reason", j.Error).
+				Msg("trigger rejected and set aside: " + j.Error)
+			continue
+		}
+		created, merged := assign(q.jobs, f.Name, reqs, func(r Request) *Job {
+			j := &Job{ID: q.newID(), State: Pending, Target: r.Target(), Command: r.Command,
+				CreatedAt: now, Tenants: []string{}, Triggers: []string{}, Steps: []Step{}, RetryOf: r.RetryOf}
+			q.jobs = append(q.jobs, j)
+			return j
+		})
+		for _, j := range created {
+			q.index(j, f.Name)
+			touch(j)
+			res.Created = append(res.Created, j.ID)
+			q.cfg.Log.Info().Str("job_id", j.ID).Str("target", j.Target).Str("command", j.Command).
+				Str("trigger", f.Name).Msgf("queued %s of %s from %s", j.Command, j.Target, f.Name)
+		}
+		for _, j := range merged {
+			q.index(j, f.Name)
+			touch(j)
+			res.Merged = append(res.Merged, j.ID)
+			q.cfg.Log.Info().Str("job_id", j.ID).Str("target", j.Target).Str("command", j.Command).
+				Str("trigger", f.Name).Int("triggers", len(j.Triggers)).
+				Msgf("merged %s into pending job (%d triggers)", f.Name, len(j.Triggers))
+		}
+		remove = append(remove, f.Name)
+	}
+	for _, j := range touched {
+		if err := q.store.Save(j); err != nil {
+			return res, err
+		}
+	}
+	for name, j := range setAside {
+		if err := q.setAside(name, j); err != nil {
+			return res, err
+		}
+	}
+	for _, name := range remove {
+		if err := os.Remove(filepath.Join(q.cfg.StateDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, fmt.Errorf("remove trigger %s: %w", name, err)
+		}
+	}
+	if len(remove)+len(setAside) > 0 {
+		if err := SyncDir(q.cfg.StateDir); err != nil {
+			return res, err
+		}
+	}
+	if len(res.Created)+len(res.Merged) > 0 {
+		q.signal()
+	}
+	return res, nil
+}
+
+func (q *Queue) parse(f Incoming) ([]Request, []string, error) {
+	if f.Refuse != "" {
+		return nil, nil, &Problem{File: f.Name, Msg: f.Refuse}
+	}
+	return Parse(f.Name, f.Data, q.cfg.SiteExists)
+}
+
+// setAside moves a rejected trigger out of the state directory into
+// <data>/rejected, next to a file that states the reason. Rename moves a
+// link or a FIFO itself without opening it.
+func (q *Queue) setAside(name string, j *Job) error {
+	base := j.ID + "-" + name
+	reason := fmt.Sprintf("trigger: %s\njob: %s\nrejected: %s\nreason: %s\n", name, j.ID,
+		j.CreatedAt.UTC().Format(time.RFC3339Nano), j.Error)
+	if err := WriteFileAtomic(filepath.Join(q.store.RejectedDir(), base+".reason"), []byte(reason), 0o644); err != nil {
+		return fmt.Errorf("write rejection reason: %w", err)
+	}
+	err := os.Rename(filepath.Join(q.cfg.StateDir, name), filepath.Join(q.store.RejectedDir(), base))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("set aside rejected trigger %s: %w", name, err)
+	}
+	return nil
+}
+
+// assign places one accepted trigger's requests: each merges into the
+// pending job with the same target and command, or starts a new job. A
+// running job never absorbs a trigger. It returns the jobs it created and
+// those it merged into; it mutates them and nothing else.
+func assign(jobs []*Job, trigger string, reqs []Request, create func(Request) *Job) (created, merged []*Job) {
+	for _, r := range reqs {
+		var j *Job
+		for _, c := range jobs {
+			if c.State == Pending && c.Target == r.Target() && c.Command == r.Command {
+				j = c
+				break
+			}
+		}
+		if j == nil {
+			j = create(r)
+			jobs = append(jobs, j)
+			created = append(created, j)
+		} else if !slices.Contains(created, j) && !slices.Contains(merged, j) {
+			merged = append(merged, j)
+		}
+		if !slices.Contains(j.Triggers, trigger) {
+			j.Triggers = append(j.Triggers, trigger)
+		}
+		if !slices.Contains(j.Tenants, r.Tenant) {
+			j.Tenants = append(j.Tenants, r.Tenant)
+		}
+		if j.RetryOf == "" && r.RetryOf != "" {
+			j.RetryOf = r.RetryOf
+		}
+	}
+	return created, merged
+}
+
+func (q *Queue) add(j *Job) {
+	q.jobs = append(q.jobs, j)
+	q.index(j, j.Triggers...)
+}
+
+func (q *Queue) index(j *Job, triggers ...string) {
+	for _, t := range triggers {
+		if !slices.Contains(q.byTrigger[t], j.ID) {
+			q.byTrigger[t] = append(q.byTrigger[t], j.ID)
+		}
+	}
+}
+
+func (q *Queue) find(id string) *Job {
+	for _, j := range q.jobs {
+		if j.ID == id {
+			return j
+		}
+	}
+	return nil
+}
+
+// signal wakes whoever waits in Changed.
+func (q *Queue) signal() {
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
+
+// Changed returns a channel that is closed the next time a job becomes
+// pending.
+func (q *Queue) Changed() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.changed
+}
+
+// Claim marks the oldest pending job running and returns a copy of it; ok
+// is false when nothing is pending. One job runs at a time: Claim refuses
+// while another job is running.
+func (q *Queue) Claim() (Job, bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var next *Job
+	for _, j := range q.jobs {
+		if j.State == Running {
+			return Job{}, false, nil
+		}
+		if j.State == Pending && next == nil {
+			next = j
+		}
+	}
+	if next == nil {
+		return Job{}, false, nil
+	}
+	now := q.cfg.Now().UTC()
+	next.State = Running
+	next.StartedAt = &now
+	next.FinishedAt = nil
+	next.Error = ""
+	next.Attempts++
+	next.Steps = []Step{}
+	if err := q.store.Save(next); err != nil {
+		next.State = Pending
+		return Job{}, false, err
+	}
+	return clone(next), true, nil
+}
+
+// Pending reports how many jobs wait to run.
+func (q *Queue) Pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, j := range q.jobs {
+		if j.State == Pending {
+			n++
+		}
+	}
+	return n
+}
+
+// Update applies fn to the running job id and saves it. Steps and
+// warnings are recorded through it.
+func (q *Queue) Update(id string, fn func(*Job)) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	j := q.find(id)
+	if j == nil {
+		return fmt.Errorf("update job %s: %w", id, ErrNoJob)
+	}
+	fn(j)
+	return q.store.Save(j)
+}
+
+// Finish ends the running job id: succeeded when runErr is nil, failed
+// with its text otherwise.
+func (q *Queue) Finish(id string, runErr error) (Job, error) {
+	var out Job
+	err := q.Update(id, func(j *Job) {
+		now := q.cfg.Now().UTC()
+		j.FinishedAt = &now
+		if runErr == nil {
+			j.State = Succeeded
+		} else {
+			j.State = Failed
+			j.Error = runErr.Error()
+		}
+		markInterrupted(j, "not finished: the job ended first")
+		out = clone(j)
+	})
+	return out, err
+}
+
+// Requeue puts the running job id back to pending, for a shutdown that
+// cancelled it: it will run again, from the start, at the next start.
+func (q *Queue) Requeue(id, why string) error {
+	err := q.Update(id, func(j *Job) {
+		j.State = Pending
+		markInterrupted(j, why)
+	})
+	if err == nil {
+		q.mu.Lock()
+		q.signal()
+		q.mu.Unlock()
+	}
+	return err
+}
+
+// Jobs returns copies of every job, oldest first.
+func (q *Queue) Jobs() []Job {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]Job, len(q.jobs))
+	for i, j := range q.jobs {
+		out[i] = clone(j)
+	}
+	return out
+}
+
+// Prune removes the records and output of the oldest finished jobs beyond
+// the newest cfg.Keep, so the data directory does not grow without bound.
+// Pending and running jobs are never pruned.
+func (q *Queue) Prune() (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	drop := pruneList(q.jobs, q.cfg.Keep)
+	for _, j := range drop {
+		if err := q.store.Remove(j.ID); err != nil {
+			return 0, err
+		}
+		for _, t := range j.Triggers {
+			ids := slices.DeleteFunc(q.byTrigger[t], func(id string) bool { return id == j.ID })
+			if len(ids) == 0 {
+				delete(q.byTrigger, t)
+			} else {
+				q.byTrigger[t] = ids
+			}
+		}
+	}
+	q.jobs = slices.DeleteFunc(q.jobs, func(j *Job) bool { return slices.Contains(drop, j) })
+	return len(drop), nil
+}
+
+// pruneList picks the finished jobs to drop so that at most keep finished
+// jobs remain, oldest first.
+func pruneList(jobs []*Job, keep int) []*Job {
+	var done []*Job
+	for _, j := range jobs {
+		if j.State.Done() {
+			done = append(done, j)
+		}
+	}
+	if len(done) <= keep {
+		return nil
+	}
+	return done[:len(done)-keep]
+}
+
+func clone(j *Job) Job {
+	c := *j
+	c.Tenants = slices.Clone(j.Tenants)
+	c.Triggers = slices.Clone(j.Triggers)
+	c.Warnings = slices.Clone(j.Warnings)
+	c.Steps = slices.Clone(j.Steps)
+	return c
+}
+
+// TriggerLine renders requests as a key=value trigger, one line per
+// tenant, as `enqueue` and `retry` write it.
+func TriggerLine(typ, tenant, site, command, retryOf string) string {
+	parts := []string{"type=" + typ}
+	if tenant != "" {
+		parts = append(parts, "tenant="+tenant)
+	}
+	if site != "" {
+		parts = append(parts, "site="+site)
+	}
+	parts = append(parts, "command="+command)
+	if retryOf != "" {
+		parts = append(parts, "retry_of="+retryOf)
+	}
+	return strings.Join(parts, ",")
+}
+
+// WriteTrigger writes lines as a new trigger file build-<ULID>.csv in
+// stateDir, atomically (a temporary name that is not a trigger, then a
+// rename), and returns its path.
+func WriteTrigger(stateDir string, lines []string, now time.Time) (string, error) {
+	id := ulid.MustNew(ulid.Timestamp(now), rand.Reader).String()
+	path := filepath.Join(stateDir, "build-"+id+".csv")
+	if err := WriteFileAtomic(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("write trigger: %w", err)
+	}
+	return path, nil
+}
+
+// IsTriggerName reports whether name is a trigger file name: build-*.csv.
+func IsTriggerName(name string) bool {
+	return strings.HasPrefix(name, "build-") && strings.HasSuffix(name, ".csv")
+}
