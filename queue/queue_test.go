@@ -1,0 +1,331 @@
+package queue
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+func TestAssign(t *testing.T) {
+	req := func(typ, tenant, site, cmd string) Request {
+		return Request{Type: typ, Tenant: tenant, Site: site, Command: cmd}
+	}
+	tests := []struct {
+		name        string
+		existing    []*Job
+		reqs        []Request
+		wantCreated int
+		wantMerged  []string // ids merged into
+	}{
+		{"first trigger creates", nil, []Request{req("main", "default", "", "build")}, 1, nil},
+		{"merges into pending same target and command",
+			[]*Job{{ID: "A", State: Pending, Target: "main", Command: "build"}},
+			[]Request{req("prod", "t2x", "", "build")}, 0, []string{"A"}},
+		{"running job never absorbs",
+			[]*Job{{ID: "A", State: Running, Target: "main", Command: "build"}},
+			[]Request{req("main", "default", "", "build")}, 1, nil},
+		{"follow-up of a running job absorbs",
+			[]*Job{{ID: "A", State: Running, Target: "main", Command: "build"}, {ID: "B", State: Pending, Target: "main", Command: "build"}},
+			[]Request{req("main", "default", "", "build")}, 0, []string{"B"}},
+		{"other command is another job",
+			[]*Job{{ID: "A", State: Pending, Target: "main", Command: "build"}},
+			[]Request{req("main", "default", "", "restart")}, 1, nil},
+		{"other site is another job",
+			[]*Job{{ID: "A", State: Pending, Target: "dedicated:acme", Command: "build"}},
+			[]Request{req("dedicated", "default", "bravo", "build")}, 1, nil},
+		{"finished jobs are left alone",
+			[]*Job{{ID: "A", State: Failed, Target: "main", Command: "build"}, {ID: "B", State: Succeeded, Target: "main", Command: "build"}},
+			[]Request{req("main", "default", "", "build")}, 1, nil},
+		{"two lines same target make one job", nil,
+			[]Request{req("main", "aaa", "", "build"), req("multi", "bbb", "", "build")}, 1, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := 0
+			created, merged := assign(tt.existing, "build-9.csv", tt.reqs, func(r Request) *Job {
+				n++
+				return &Job{ID: "new", State: Pending, Target: r.Target(), Command: r.Command}
+			})
+			if len(created) != tt.wantCreated || n != tt.wantCreated {
+				t.Fatalf("created %d jobs, want %d", len(created), tt.wantCreated)
+			}
+			var ids []string
+			for _, j := range merged {
+				ids = append(ids, j.ID)
+			}
+			if !slices.Equal(ids, tt.wantMerged) {
+				t.Fatalf("merged into %v, want %v", ids, tt.wantMerged)
+			}
+			for _, j := range append(created, merged...) {
+				if !slices.Contains(j.Triggers, "build-9.csv") {
+					t.Errorf("job %s does not list the trigger: %v", j.ID, j.Triggers)
+				}
+			}
+		})
+	}
+	// Tenants of the main install share one job and are all listed.
+	created, _ := assign(nil, "t", []Request{req("main", "aaa", "", "build"), req("prod", "bbb", "", "build"), req("main", "aaa", "", "build")},
+		func(r Request) *Job { return &Job{State: Pending, Target: r.Target(), Command: r.Command} })
+	if len(created) != 1 || !slices.Equal(created[0].Tenants, []string{"aaa", "bbb"}) {
+		t.Fatalf("tenants = %v", created[0].Tenants)
+	}
+}
+
+func TestPruneList(t *testing.T) {
+	jobs := []*Job{{ID: "1", State: Succeeded}, {ID: "2", State: Pending}, {ID: "3", State: Failed}, {ID: "4", State: Rejected}, {ID: "5", State: Running}}
+	for _, tt := range []struct {
+		keep int
+		want []string
+	}{{10, nil}, {3, nil}, {2, []string{"1"}}, {1, []string{"1", "3"}}} {
+		var got []string
+		for _, j := range pruneList(jobs, tt.keep) {
+			got = append(got, j.ID)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("keep %d: dropped %v, want %v", tt.keep, got, tt.want)
+		}
+	}
+}
+
+type fixture struct {
+	t     *testing.T
+	state string
+	data  string
+	now   time.Time
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	home := t.TempDir()
+	f := &fixture{t: t, state: filepath.Join(home, "state"), data: filepath.Join(home, "concierge"), now: time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)}
+	if err := os.MkdirAll(f.state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) open() *Queue {
+	f.t.Helper()
+	q, err := Open(Config{DataDir: f.data, StateDir: f.state, SiteExists: sites("acme"), Keep: 5,
+		Now: func() time.Time { f.now = f.now.Add(time.Millisecond); return f.now }, Log: zerolog.Nop()})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return q
+}
+
+// drop writes a trigger file and returns it as the watcher would hand it.
+func (f *fixture) drop(name, content string) Incoming {
+	f.t.Helper()
+	if err := os.WriteFile(filepath.Join(f.state, name), []byte(content), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	return Incoming{Name: name, Data: []byte(content)}
+}
+
+func (f *fixture) stateFiles() []string {
+	f.t.Helper()
+	entries, err := os.ReadDir(f.state)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestIntakeOrderCoalesceAndClaim(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	res, err := q.Intake([]Incoming{
+		f.drop("build-3.csv", "type=dedicated,site=acme,command=build"),
+		f.drop("build-1.csv", "type=main,tenant=aaa,command=build"),
+		f.drop("build-2.csv", "type=prod,tenant=bbb,command=build"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Created) != 2 || len(res.Merged) != 1 {
+		t.Fatalf("intake = %+v, want 2 created and 1 merge", res)
+	}
+	if left := f.stateFiles(); len(left) != 0 {
+		t.Fatalf("triggers left in state dir: %v", left)
+	}
+	job, ok, err := q.Claim()
+	if err != nil || !ok {
+		t.Fatalf("Claim = %v, %v", ok, err)
+	}
+	if job.Target != "main" || !slices.Equal(job.Triggers, []string{"build-1.csv", "build-2.csv"}) || !slices.Equal(job.Tenants, []string{"aaa", "bbb"}) {
+		t.Fatalf("first job = %+v; want main from build-1 and build-2 (name order)", job)
+	}
+	if _, ok, _ := q.Claim(); ok {
+		t.Fatal("a second job was claimed while one runs")
+	}
+	// Triggers during the running job make exactly one follow-up.
+	for _, n := range []string{"build-4.csv", "build-5.csv", "build-6.csv"} {
+		if _, err := q.Intake([]Incoming{f.drop(n, "type=main,command=build")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := q.Finish(job.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	var mains []Job
+	for _, j := range q.Jobs() {
+		if j.Target == "main" {
+			mains = append(mains, j)
+		}
+	}
+	if len(mains) != 2 || mains[1].State != Pending || len(mains[1].Triggers) != 3 {
+		t.Fatalf("main jobs = %+v; want the finished one and one pending follow-up with 3 triggers", mains)
+	}
+	next, _, _ := q.Claim()
+	if next.Target != "dedicated:acme" {
+		t.Fatalf("second claim = %s; want the older dedicated job first", next.Target)
+	}
+}
+
+func TestIntakeIsIdempotentAcrossACrash(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	in := f.drop("build-1.csv", "type=main,command=build")
+	if _, err := q.Intake([]Incoming{in}); err != nil {
+		t.Fatal(err)
+	}
+	// A crash after the record was written but before the trigger was
+	// removed leaves the trigger: put it back and start over.
+	f.drop("build-1.csv", "type=main,command=build")
+	q2 := f.open()
+	res, err := q2.Intake([]Incoming{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Known != 1 || len(res.Created)+len(res.Merged) != 0 || len(q2.Jobs()) != 1 {
+		t.Fatalf("second intake = %+v with %d jobs; want the trigger recognised and no new job", res, len(q2.Jobs()))
+	}
+	if left := f.stateFiles(); len(left) != 0 {
+		t.Fatalf("trigger not removed: %v", left)
+	}
+}
+
+func TestRejectedTriggerIsSetAside(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	res, err := q.Intake([]Incoming{
+		f.drop("build-1.csv", "type=dedicated,site=../../etc,command=build"),
+		f.drop("build-2.csv", "type=main,command=build"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rejected) != 1 || len(res.Created) != 1 {
+		t.Fatalf("intake = %+v", res)
+	}
+	jobs := q.Jobs()
+	rej := jobs[0]
+	if rej.State != Rejected || !strings.Contains(rej.Error, `build-1.csv line 1: site "../../etc" does not match`) {
+		t.Fatalf("rejected job = %+v", rej)
+	}
+	moved := filepath.Join(f.data, "rejected", rej.ID+"-build-1.csv")
+	if _, err := os.Stat(moved); err != nil {
+		t.Fatalf("trigger not set aside: %v", err)
+	}
+	reason, err := os.ReadFile(moved + ".reason")
+	if err != nil || !strings.Contains(string(reason), "does not match") {
+		t.Fatalf("reason file = %q, %v", reason, err)
+	}
+	if left := f.stateFiles(); len(left) != 0 {
+		t.Fatalf("state dir still holds %v", left)
+	}
+	// The record survives a restart and is shown by a reader.
+	jobsOnDisk, _, err := ReadStore(f.data).Load()
+	if err != nil || len(jobsOnDisk) != 2 || jobsOnDisk[0].State != Rejected {
+		t.Fatalf("store = %+v, %v", jobsOnDisk, err)
+	}
+}
+
+func TestOpenRequeuesAJobLeftRunning(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	if _, err := q.Intake([]Incoming{f.drop("build-1.csv", "type=main,command=build")}); err != nil {
+		t.Fatal(err)
+	}
+	job, _, _ := q.Claim()
+	if err := q.Update(job.ID, func(j *Job) { j.Steps = append(j.Steps, Step{Name: "pull-backend", State: Running}) }); err != nil {
+		t.Fatal(err)
+	}
+	// The process dies here. The next one finds the job running.
+	q2 := f.open()
+	jobs := q2.Jobs()
+	if len(jobs) != 1 || jobs[0].State != Pending || jobs[0].Steps[0].State != Failed {
+		t.Fatalf("after restart = %+v; want the job pending with its step closed", jobs)
+	}
+	again, ok, _ := q2.Claim()
+	if !ok || again.ID != job.ID || again.Attempts != 2 || len(again.Steps) != 0 {
+		t.Fatalf("re-claim = %+v", again)
+	}
+}
+
+func TestPruneKeepsNewestFinished(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	for i := 0; i < 8; i++ {
+		if _, err := q.Intake([]Incoming{f.drop("build-"+string(rune('a'+i))+".csv", "type=main,command=build")}); err != nil {
+			t.Fatal(err)
+		}
+		j, _, _ := q.Claim()
+		if _, err := q.Finish(j.ID, errors.New("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := q.Prune()
+	if err != nil || n != 3 {
+		t.Fatalf("Prune = %d, %v; want 3 of 8 dropped (keep 5)", n, err)
+	}
+	onDisk, _, _ := ReadStore(f.data).Load()
+	if len(onDisk) != 5 {
+		t.Fatalf("%d records on disk, want 5", len(onDisk))
+	}
+}
+
+func TestLockIsExclusive(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	l, err := TryLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TryLock(path); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second TryLock = %v, want ErrLocked", err)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := TryLock(path)
+	if err != nil {
+		t.Fatalf("TryLock after release = %v", err)
+	}
+	l2.Release()
+}
+
+func TestWriteTrigger(t *testing.T) {
+	dir := t.TempDir()
+	path, err := WriteTrigger(dir, []string{"type=main,command=build"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !IsTriggerName(filepath.Base(path)) {
+		t.Fatalf("wrote %s, not a trigger name", path)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("dir holds %d entries; the temp file was left", len(entries))
+	}
+}
