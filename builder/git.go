@@ -1,0 +1,338 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/utils/merkletrie"
+)
+
+// PullResult is what a pull did.
+type PullResult struct {
+	Dir      string
+	Old, New string // commit hashes before and after ("" when Dir is not a git repository)
+	Skipped  bool
+	Note     string // why it was skipped; for a dirty frontend this becomes a warning on the job
+}
+
+// ffAction is what a pull does, given where HEAD and its upstream are.
+type ffAction int
+
+const (
+	ffUpToDate   ffAction = iota // same commit
+	ffForward                    // upstream is ahead: fast-forward
+	ffLocalAhead                 // local commits upstream lacks: nothing to pull
+	ffDiverged                   // both have commits the other lacks: refuse
+)
+
+// decideFastForward is the pull decision: head and upstream are commit
+// hashes; headIsAncestor says head is an ancestor of upstream,
+// upstreamIsAncestor the reverse.
+func decideFastForward(head, upstream string, headIsAncestor, upstreamIsAncestor bool) ffAction {
+	switch {
+	case head == upstream:
+		return ffUpToDate
+	case headIsAncestor:
+		return ffForward
+	case upstreamIsAncestor:
+		return ffLocalAhead
+	default:
+		return ffDiverged
+	}
+}
+
+// HeadCommit returns the full hash of HEAD in dir, "" and nil when dir is
+// not a git repository.
+func HeadCommit(dir string) (string, error) {
+	repo, err := openRepo(dir)
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("open repository %s: %w", dir, err)
+	}
+	head, err := repo.Head()
+	if err != nil {
+		return "", fmt.Errorf("read HEAD of %s: %w", dir, err)
+	}
+	return head.Hash().String(), nil
+}
+
+func openRepo(dir string) (*git.Repository, error) {
+	return git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: false, EnableDotGitCommonDir: true})
+}
+
+// PullBackend fast-forwards the checked-out branch of dir from its
+// upstream (branch.<name>.remote/merge). A dirty work tree (changes to
+// tracked files; untracked files do not count), a diverged branch, a
+// detached HEAD, a missing upstream or an unreachable remote is an error
+// that names the repository and says what to do. Nothing is reset or
+// stashed. Already up to date is success with Old==New.
+func (b *Builder) PullBackend(ctx context.Context, dir string, out io.Writer) (PullResult, error) {
+	res, err := b.pull(ctx, dir, out, false)
+	if err != nil {
+		return res, fmt.Errorf("pull %s: %w", dir, err)
+	}
+	return res, nil
+}
+
+// PullFrontend is PullBackend for the frontend, which is often not a git
+// repository (the installer makes it with `pnpm create astro`): then, or
+// when its tracked files have local changes, it is Skipped with a Note.
+func (b *Builder) PullFrontend(ctx context.Context, dir string, out io.Writer) (PullResult, error) {
+	res, err := b.pull(ctx, dir, out, true)
+	if err != nil {
+		return res, fmt.Errorf("pull %s: %w", dir, err)
+	}
+	return res, nil
+}
+
+func (b *Builder) pull(ctx context.Context, dir string, out io.Writer, skipDirty bool) (PullResult, error) {
+	res := PullResult{Dir: dir}
+	log := b.log.With().Str("dir", dir).Logger()
+	if out == nil {
+		out = io.Discard
+	}
+	repo, err := openRepo(dir)
+	if errors.Is(err, git.ErrRepositoryNotExists) && skipDirty {
+		res.Skipped = true
+		res.Note = "not a git repository; the frontend is updated through its packages"
+		log.Info().Str("note", res.Note).Msg("pull skipped")
+		fmt.Fprintf(out, "%s is not a git repository; pull skipped\n", dir)
+		return res, nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("open repository: %w", err)
+	}
+	head, err := repo.Head()
+	if err != nil {
+		return res, fmt.Errorf("read HEAD of %s (no commit checked out?): %w", dir, err)
+	}
+	res.Old, res.New = head.Hash().String(), head.Hash().String()
+	if !head.Name().IsBranch() {
+		return res, fmt.Errorf("%s has a detached HEAD at %s; check out the branch to deploy (git -C %s checkout main), then retry",
+			dir, short(res.Old), dir)
+	}
+	branch := head.Name().Short()
+
+	cfg, err := repo.Config()
+	if err != nil {
+		return res, fmt.Errorf("read git config of %s: %w", dir, err)
+	}
+	bc := cfg.Branches[branch]
+	if bc == nil || bc.Remote == "" || bc.Merge == "" {
+		return res, fmt.Errorf("branch %s of %s has no upstream; set one (git -C %s branch --set-upstream-to=origin/%s), then retry",
+			branch, dir, dir, branch)
+	}
+	if bc.Remote == "." {
+		return res, fmt.Errorf("branch %s of %s tracks a local branch (%s); set a remote upstream (git -C %s branch --set-upstream-to=origin/%s), then retry",
+			branch, dir, bc.Merge.Short(), dir, branch)
+	}
+	remote, err := repo.Remote(bc.Remote)
+	if err != nil {
+		return res, fmt.Errorf("remote %q of branch %s in %s: %w; fix the remote (git -C %s remote -v), then retry",
+			bc.Remote, branch, dir, err, dir)
+	}
+	rc := remote.Config()
+	if len(rc.URLs) == 0 {
+		return res, fmt.Errorf("remote %s of %s has no url; set one (git -C %s remote set-url %s URL), then retry", bc.Remote, dir, dir, bc.Remote)
+	}
+	url := rc.URLs[0]
+
+	// Local changes first: no network needed to refuse.
+	dirty, err := dirtyFiles(repo)
+	if err != nil {
+		return res, fmt.Errorf("read status of %s: %w", dir, err)
+	}
+	if len(dirty) > 0 {
+		if skipDirty {
+			res.Skipped = true
+			res.Note = fmt.Sprintf("local changes to tracked files (%s) in %s; the frontend stays at commit %s until they are committed or discarded",
+				listFew(dirty, 3), dir, short(res.Old))
+			log.Warn().Strs("changed", dirty).Str("commit", res.Old).Msg("pull skipped: local changes")
+			fmt.Fprintln(out, res.Note)
+			return res, nil
+		}
+		return res, fmt.Errorf("local changes to tracked files (%s) in %s; commit or discard the changes in %s (git -C %s status), then retry",
+			listFew(dirty, 3), dir, dir, dir)
+	}
+
+	tracking := trackingRef(rc, bc.Merge)
+	auth, closeAuth, err := authFor(url, b.cfg.Env)
+	if err != nil {
+		return res, fmt.Errorf("authenticate to %s for %s: %w", url, dir, err)
+	}
+	defer closeAuth()
+	fetchURL := url
+	if ep, err := transport.NewEndpoint(url); err == nil && ep.Protocol == "file" && !filepath.IsAbs(url) && !strings.HasPrefix(url, "file://") {
+		// git resolves a relative path remote against the repository.
+		fetchURL = filepath.Join(dir, url)
+	}
+	log.Info().Str("remote", bc.Remote).Str("url", url).Str("branch", branch).Str("upstream", bc.Merge.String()).Msg("fetch")
+	fmt.Fprintf(out, "fetching %s (%s) %s\n", bc.Remote, url, bc.Merge.Short())
+	err = remote.FetchContext(ctx, &git.FetchOptions{
+		RemoteName: bc.Remote,
+		RemoteURL:  fetchURL,
+		RefSpecs:   []config.RefSpec{config.RefSpec("+" + bc.Merge.String() + ":" + tracking.String())},
+		Auth:       auth,
+		Tags:       git.NoTags,
+	})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return res, fmt.Errorf("fetch %s of %s: %w", bc.Remote, dir, ctxErr)
+		}
+		return res, fmt.Errorf("fetch %s (%s) of %s: %w; check that the remote is reachable and %s exists there, then retry",
+			bc.Remote, url, dir, err, bc.Merge.Short())
+	}
+	up, err := repo.Reference(tracking, true)
+	if err != nil {
+		return res, fmt.Errorf("read %s after fetch in %s: %w", tracking, dir, err)
+	}
+	headCommit, err := repo.CommitObject(head.Hash())
+	if err != nil {
+		return res, fmt.Errorf("read commit %s in %s: %w", short(res.Old), dir, err)
+	}
+	upCommit, err := repo.CommitObject(up.Hash())
+	if err != nil {
+		return res, fmt.Errorf("read commit %s in %s: %w", short(up.Hash().String()), dir, err)
+	}
+	headIsAnc, upIsAnc := false, false
+	if head.Hash() != up.Hash() {
+		if headIsAnc, err = headCommit.IsAncestor(upCommit); err != nil {
+			return res, fmt.Errorf("compare %s with %s in %s: %w", short(res.Old), tracking.Short(), dir, err)
+		}
+		if !headIsAnc {
+			if upIsAnc, err = upCommit.IsAncestor(headCommit); err != nil {
+				return res, fmt.Errorf("compare %s with %s in %s: %w", tracking.Short(), short(res.Old), dir, err)
+			}
+		}
+	}
+	switch decideFastForward(res.Old, up.Hash().String(), headIsAnc, upIsAnc) {
+	case ffUpToDate:
+		log.Info().Str("old", res.Old).Str("new", res.New).Msg("already up to date")
+		fmt.Fprintf(out, "already up to date at %s\n", short(res.Old))
+		return res, nil
+	case ffLocalAhead:
+		log.Warn().Str("old", res.Old).Str("new", res.New).Str("upstream", up.Hash().String()).Msg("local branch is ahead of its upstream; nothing to pull")
+		fmt.Fprintf(out, "%s is ahead of %s; nothing to pull\n", branch, tracking.Short())
+		return res, nil
+	case ffDiverged:
+		return res, fmt.Errorf("branch %s of %s has diverged from %s (local %s, upstream %s); reconcile them by hand (rebase or reset onto %s), then retry",
+			branch, dir, tracking.Short(), short(res.Old), short(up.Hash().String()), tracking.Short())
+	}
+
+	if err := checkOverwrites(ctx, headCommit, upCommit, dir); err != nil {
+		return res, err
+	}
+	wt, err := repo.Worktree()
+	if err != nil {
+		return res, fmt.Errorf("open work tree of %s: %w", dir, err)
+	}
+	// MergeReset moves the branch (HEAD is symbolic) and rewrites the index
+	// and the tracked files that differ; untracked files stay.
+	if err := wt.Reset(&git.ResetOptions{Commit: up.Hash(), Mode: git.MergeReset}); err != nil {
+		return res, fmt.Errorf("fast-forward %s of %s to %s: %w", branch, dir, short(up.Hash().String()), err)
+	}
+	res.New = up.Hash().String()
+	log.Info().Str("old", res.Old).Str("new", res.New).Msg("fast-forwarded")
+	fmt.Fprintf(out, "updating %s..%s (fast-forward)\n", short(res.Old), short(res.New))
+	return res, nil
+}
+
+// trackingRef is where the remote's fetch refspecs put merge (the
+// upstream branch), refs/remotes/<remote>/<branch> when none maps it.
+func trackingRef(rc *config.RemoteConfig, merge plumbing.ReferenceName) plumbing.ReferenceName {
+	for _, rs := range rc.Fetch {
+		if rs.Match(merge) {
+			return rs.Dst(merge)
+		}
+	}
+	return plumbing.NewRemoteReferenceName(rc.Name, merge.Short())
+}
+
+// dirtyFiles lists the tracked files with changes, staged or not;
+// untracked files do not count.
+func dirtyFiles(repo *git.Repository) ([]string, error) {
+	wt, err := repo.Worktree()
+	if err != nil {
+		return nil, err
+	}
+	st, err := wt.Status()
+	if err != nil {
+		return nil, err
+	}
+	var dirty []string
+	for name, fs := range st {
+		if isChange(fs.Staging) || isChange(fs.Worktree) {
+			dirty = append(dirty, name)
+		}
+	}
+	sort.Strings(dirty)
+	return dirty, nil
+}
+
+func isChange(c git.StatusCode) bool {
+	return c != git.Unmodified && c != git.Untracked
+}
+
+// checkOverwrites refuses a fast-forward that would overwrite an
+// untracked file with one the new commit adds, as git pull does.
+func checkOverwrites(ctx context.Context, from, to *object.Commit, dir string) error {
+	ft, err := from.Tree()
+	if err != nil {
+		return fmt.Errorf("read tree of %s: %w", short(from.Hash.String()), err)
+	}
+	tt, err := to.Tree()
+	if err != nil {
+		return fmt.Errorf("read tree of %s: %w", short(to.Hash.String()), err)
+	}
+	changes, err := object.DiffTreeWithOptions(ctx, ft, tt, nil)
+	if err != nil {
+		return fmt.Errorf("diff %s..%s in %s: %w", short(from.Hash.String()), short(to.Hash.String()), dir, err)
+	}
+	var clash []string
+	for _, ch := range changes {
+		a, err := ch.Action()
+		if err != nil {
+			return fmt.Errorf("diff %s..%s in %s: %w", short(from.Hash.String()), short(to.Hash.String()), dir, err)
+		}
+		if a != merkletrie.Insert {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(ch.To.Name))); err == nil {
+			clash = append(clash, ch.To.Name)
+		}
+	}
+	if len(clash) > 0 {
+		sort.Strings(clash)
+		return fmt.Errorf("untracked files in %s would be overwritten by %s (%s); move or remove them, then retry",
+			dir, short(to.Hash.String()), listFew(clash, 3))
+	}
+	return nil
+}
+
+func short(hash string) string {
+	if len(hash) > 12 {
+		return hash[:12]
+	}
+	return hash
+}
+
+// listFew joins at most n names and says how many more there are.
+func listFew(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
+}
