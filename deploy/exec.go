@@ -1,0 +1,83 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/tractstack/concierge/builder"
+)
+
+// runChild is the default RunFunc: builder.Run (own process group,
+// explicit environment, the group killed on timeout or cancel).
+func runChild(ctx context.Context, dir, name string, args, env []string, timeout time.Duration, out io.Writer) error {
+	return builder.Run(ctx, builder.Command{Dir: dir, Name: name, Args: args, Env: env, Timeout: timeout, Output: out})
+}
+
+// RestartBackend restarts the target's systemd unit. When systemd refuses
+// because the unit hit its start rate limit (a deploy restarts on purpose,
+// and a rollback restarts twice within seconds), it clears the unit's
+// failed state with reset-failed and restarts once more.
+func (d *Deployer) RestartBackend(ctx context.Context, p Paths, out io.Writer) error {
+	if out == nil {
+		out = io.Discard
+	}
+	err := d.systemctl(ctx, out, "restart", p.Unit)
+	if err != nil && StartLimited(err.Error()) {
+		d.cfg.Log.Warn().Str("unit", p.Unit).Msg("start rate limit hit; reset-failed and restart again")
+		if rerr := d.systemctl(ctx, out, "reset-failed", p.Unit); rerr == nil {
+			err = d.systemctl(ctx, out, "restart", p.Unit)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", p.Unit, err)
+	}
+	return nil
+}
+
+// systemctl runs the systemctl prefix with args; the error carries the
+// tail of the child's output.
+func (d *Deployer) systemctl(ctx context.Context, out io.Writer, args ...string) error {
+	full := append(append([]string{}, d.cfg.Systemctl[1:]...), args...)
+	d.cfg.Log.Info().Strs("cmd", append([]string{d.cfg.Systemctl[0]}, full...)).Msg("systemctl")
+	var buf tail
+	err := d.cfg.Run(ctx, "", d.cfg.Systemctl[0], full, d.cfg.Env, d.cfg.StepTimeout, io.MultiWriter(out, &buf))
+	if err != nil {
+		if msg := strings.TrimSpace(buf.String()); msg != "" {
+			return fmt.Errorf("%w: %s", err, msg)
+		}
+		return err
+	}
+	return nil
+}
+
+// StartLimited reports whether systemctl's complaint is the start rate
+// limit ("start of the service was attempted too often").
+func StartLimited(msg string) bool {
+	return strings.Contains(msg, "attempted too often") || strings.Contains(msg, "start-limit")
+}
+
+// tail keeps the last 2 KiB written to it.
+type tail struct{ b []byte }
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 2048 {
+		t.b = t.b[len(t.b)-2048:]
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string { return string(t.b) }
+
+// ReloadFrontend reloads the target's pm2 process.
+func (d *Deployer) ReloadFrontend(ctx context.Context, p Paths, out io.Writer) error {
+	args := append(append([]string{}, d.cfg.PM2[1:]...), "reload", p.Process)
+	d.cfg.Log.Info().Str("process", p.Process).Strs("cmd", append([]string{d.cfg.PM2[0]}, args...)).Msg("reload frontend")
+	if err := d.cfg.Run(ctx, "", d.cfg.PM2[0], args, d.cfg.Env, d.cfg.StepTimeout, out); err != nil {
+		return fmt.Errorf("reload %s: %w", p.Process, err)
+	}
+	return nil
+}

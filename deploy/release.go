@@ -1,0 +1,176 @@
+package deploy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Release is one build that is or was live: the commits it was built from.
+// Its JSON form is the release.json of a release directory and the
+// current.json of the releases directory.
+type Release struct {
+	// ID names the release's directory once it is no longer live: the
+	// UTC time it went live, so that name order is age order.
+	ID       string    `json:"id"`
+	Backend  string    `json:"backend_commit"`
+	Frontend string    `json:"frontend_commit"`
+	LiveAt   time.Time `json:"live_at"`
+	// Dir, HasBinary and HasDist describe a kept release on disk.
+	Dir       string `json:"-"`
+	HasBinary bool   `json:"-"`
+	HasDist   bool   `json:"-"`
+}
+
+// Label is how an error names a release: its backend commit, else its id.
+func (r Release) Label() string {
+	if r.Backend != "" {
+		return r.Backend
+	}
+	if r.ID != "" {
+		return "release " + r.ID
+	}
+	return "the previous release"
+}
+
+const (
+	releaseFile = "release.json"
+	currentFile = "current.json"
+	idLayout    = "20060102T150405.000000000Z"
+)
+
+var idRe = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{9}Z(-[0-9]+)?$`)
+
+// validID reports whether id may name a release directory.
+func validID(id string) bool { return idRe.MatchString(id) }
+
+// newID makes a release id from t that no directory in releases has yet.
+func newID(releases string, t time.Time) string {
+	base := t.UTC().Format(idLayout)
+	id := base
+	for n := 1; exists(filepath.Join(releases, id)); n++ {
+		id = fmt.Sprintf("%s-%d", base, n)
+	}
+	return id
+}
+
+// ListReleases returns the kept releases of p, oldest first. Directories
+// whose names are not release ids (the staging directory) are not
+// releases.
+func ListReleases(p Paths) ([]Release, error) {
+	entries, err := os.ReadDir(p.Releases)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list releases: %w", err)
+	}
+	var out []Release
+	for _, e := range entries {
+		if !e.IsDir() || !validID(e.Name()) {
+			continue
+		}
+		dir := filepath.Join(p.Releases, e.Name())
+		r := Release{ID: e.Name()}
+		if data, err := os.ReadFile(filepath.Join(dir, releaseFile)); err == nil {
+			if err := json.Unmarshal(data, &r); err != nil {
+				return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, releaseFile), err)
+			}
+		}
+		r.ID = e.Name()
+		r.Dir = dir
+		r.HasBinary = isRegular(filepath.Join(dir, "tractstack-go"))
+		r.HasDist = isDir(filepath.Join(dir, "dist"))
+		out = append(out, r)
+	}
+	sortReleases(out)
+	return out, nil
+}
+
+func sortReleases(rs []Release) {
+	sort.Slice(rs, func(i, j int) bool { return strings.Compare(rs[i].ID, rs[j].ID) < 0 })
+}
+
+// RollbackTarget picks what a rollback makes live: the newest kept
+// release that has a binary. ok is false when there is none.
+func RollbackTarget(releases []Release) (Release, bool) {
+	for i := len(releases) - 1; i >= 0; i-- {
+		if releases[i].HasBinary {
+			return releases[i], true
+		}
+	}
+	return Release{}, false
+}
+
+// PruneList returns the releases to delete so that the newest keep stay.
+func PruneList(releases []Release, keep int) []Release {
+	if keep < 0 {
+		keep = 0
+	}
+	rs := append([]Release(nil), releases...)
+	sortReleases(rs)
+	if len(rs) <= keep {
+		return nil
+	}
+	return rs[:len(rs)-keep]
+}
+
+// Prune deletes all but the newest Keep releases of p.
+func (d *Deployer) Prune(p Paths) error {
+	rs, err := ListReleases(p)
+	if err != nil {
+		return err
+	}
+	for _, r := range PruneList(rs, d.cfg.Keep) {
+		d.cfg.Log.Info().Str("release", r.ID).Msg("prune release")
+		// Renamed out of the history first, so that a crash mid-delete
+		// leaves no half release that a rollback could pick.
+		trash := filepath.Join(p.Releases, ".prune-"+r.ID)
+		if err := os.Rename(r.Dir, trash); err != nil {
+			return fmt.Errorf("prune release %s: %w", r.ID, err)
+		}
+		if err := os.RemoveAll(trash); err != nil {
+			return fmt.Errorf("prune release %s: %w", r.ID, err)
+		}
+	}
+	// Leftovers of a prune interrupted by a crash.
+	stale, _ := filepath.Glob(filepath.Join(p.Releases, ".prune-*"))
+	for _, s := range stale {
+		if err := os.RemoveAll(s); err != nil {
+			return fmt.Errorf("remove %s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// Current returns the live release of p as recorded by the last swap or
+// rollback; ok is false when none is recorded (a host that the concierge
+// has not deployed to yet).
+func Current(p Paths) (r Release, ok bool, err error) {
+	data, err := os.ReadFile(filepath.Join(p.Releases, currentFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Release{}, false, nil
+	}
+	if err != nil {
+		return Release{}, false, fmt.Errorf("read current release: %w", err)
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Release{}, false, fmt.Errorf("parse current release: %w", err)
+	}
+	return r, true, nil
+}
+
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	return writeFileAtomic(path, append(data, '\n'))
+}

@@ -1,0 +1,48 @@
+package systemdtest
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestManagerRunsAUnit(t *testing.T) {
+	m := Start(t)
+	m.InstallUnit("hello.service", "[Service]\nExecStart=/bin/sleep 300\n")
+	if out, err := m.Systemctl("start", "hello.service"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, err := m.Systemctl("is-active", "hello.service")
+	if err != nil || strings.TrimSpace(out) != "active" {
+		t.Fatalf("is-active = %q, %v", out, err)
+	}
+	pid := m.MainPID("hello.service")
+	if pid == 0 {
+		t.Fatal("no main pid")
+	}
+	if out, err := m.Systemctl("restart", "hello.service"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for m.MainPID("hello.service") == pid || m.MainPID("hello.service") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("restart did not change the main pid")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestTwoManagersDoNotShareUnits(t *testing.T) {
+	a, b := Start(t), Start(t)
+	a.InstallUnit("only-a.service", "[Service]\nExecStart=/bin/true\n")
+	if a.UnitDir() == b.UnitDir() || a.RuntimeDir() == b.RuntimeDir() {
+		t.Fatal("managers share dirs")
+	}
+	if out, _ := b.Systemctl("cat", "only-a.service"); strings.Contains(out, "ExecStart") {
+		t.Fatalf("b sees a's unit: %s", out)
+	}
+}
+
+func TestRequireJournal(t *testing.T) {
+	RequireJournal(t)
+}
