@@ -1,0 +1,344 @@
+// Package pipeline carries out a job on a target: for a build, pull both
+// source trees, build the backend and the frontend concurrently beside
+// what is live, extract the Tailwind whitelist, swap the release in,
+// restart the services and check them, rolling back when they do not
+// answer; for a restart, only the last part; for a rollback, the previous
+// release made live and checked. It implements runner.Executor.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tractstack/concierge/builder"
+	"github.com/tractstack/concierge/deploy"
+	"github.com/tractstack/concierge/queue"
+	"github.com/tractstack/concierge/runner"
+)
+
+// Builder is what the pipeline needs of a builder (*builder.Builder).
+type Builder interface {
+	PullBackend(ctx context.Context, dir string, out io.Writer) (builder.PullResult, error)
+	PullFrontend(ctx context.Context, dir string, out io.Writer) (builder.PullResult, error)
+	BuildBackend(ctx context.Context, srcDir, outPath string, out io.Writer) error
+	BuildFrontend(ctx context.Context, srcDir string, out io.Writer) error
+	Whitelist(ctx context.Context, script, distDir, jsonOut, templatesDir string, out io.Writer) error
+}
+
+// Deployer is what the pipeline needs of a deployer (*deploy.Deployer).
+type Deployer interface {
+	Recover(ctx context.Context, p deploy.Paths) (deploy.Action, error)
+	Prepare(ctx context.Context, p deploy.Paths) error
+	Abort(ctx context.Context, p deploy.Paths) error
+	Swap(ctx context.Context, p deploy.Paths, prev, next deploy.Release) error
+	Rollback(ctx context.Context, p deploy.Paths) (deploy.Release, error)
+	RestartBackend(ctx context.Context, p deploy.Paths, out io.Writer) error
+	ReloadFrontend(ctx context.Context, p deploy.Paths, out io.Writer) error
+	CheckBackend(ctx context.Context, port int, tenants []string) error
+	CheckFrontend(ctx context.Context, port int) error
+}
+
+var (
+	_ Builder         = (*builder.Builder)(nil)
+	_ Deployer        = (*deploy.Deployer)(nil)
+	_ runner.Executor = (*Pipeline)(nil)
+)
+
+// Config shapes a Pipeline.
+type Config struct {
+	// Home is the TractStack home (/home/t8k).
+	Home     string
+	Builder  Builder
+	Deployer Deployer
+	Log      zerolog.Logger
+}
+
+// Pipeline runs jobs. It keeps no state between jobs.
+type Pipeline struct {
+	cfg Config
+	log zerolog.Logger
+}
+
+// New returns a Pipeline for cfg.
+func New(cfg Config) *Pipeline {
+	return &Pipeline{cfg: cfg, log: cfg.Log.With().Str("component", "pipeline").Logger()}
+}
+
+// Execute runs job. See the package doc and PlanSteps for the steps.
+func (pl *Pipeline) Execute(ctx context.Context, job queue.Job, s runner.Session) error {
+	p, err := pathsFor(pl.cfg.Home, job.Target)
+	if err != nil {
+		return err
+	}
+	ports, hasPorts, err := deploy.ReadPorts(p)
+	if err != nil {
+		return fmt.Errorf("read ports: %w", err)
+	}
+	if !hasPorts {
+		s.Warn(fmt.Sprintf("no line for %s in %s: health checks skipped", p.PortsKey, p.PortsFile))
+	}
+	t := &target{pl: pl, p: p, s: s, job: job, ports: ports, hasPorts: hasPorts}
+	switch job.Command {
+	case queue.CommandBuild:
+		return t.build(ctx)
+	case queue.CommandRestart:
+		return t.restartAndCheck(ctx, "")
+	case queue.CommandRollback:
+		return t.rollback(ctx)
+	default:
+		return fmt.Errorf("execute job: unknown command %q", job.Command)
+	}
+}
+
+// target is one job's run on one target.
+type target struct {
+	pl       *Pipeline
+	p        deploy.Paths
+	s        runner.Session
+	job      queue.Job
+	ports    deploy.Ports
+	hasPorts bool
+}
+
+func (t *target) recover(ctx context.Context) error {
+	act, err := t.pl.cfg.Deployer.Recover(ctx, t.p)
+	if err != nil {
+		return err
+	}
+	if act != deploy.ActNone {
+		t.s.Warn(fmt.Sprintf("recovered an interrupted deploy of %s: %s", t.p.Root, act))
+	}
+	return nil
+}
+
+// PullWarning says whether a frontend pull result deserves a warning on
+// the job: a skip for any reason but the tree not being a git repository
+// (the usual install) — local changes mean the frontend is not updated.
+func PullWarning(res builder.PullResult) (string, bool) {
+	if !res.Skipped || res.Note == "" || strings.Contains(res.Note, "not a git repository") {
+		return "", false
+	}
+	return "frontend pull skipped: " + res.Note, true
+}
+
+func (t *target) build(ctx context.Context) error {
+	b, d := t.pl.cfg.Builder, t.pl.cfg.Deployer
+	if err := t.recover(ctx); err != nil {
+		return err
+	}
+	var back, front builder.PullResult
+	if err := t.s.Step(ctx, StepPullBackend, func(ctx context.Context, out io.Writer) error {
+		var err error
+		back, err = b.PullBackend(ctx, t.p.BackendSrc, out)
+		if err == nil {
+			fmt.Fprintf(out, "backend %s -> %s\n", back.Old, back.New)
+			t.s.Log().Info().Str("old_commit", back.Old).Str("new_commit", back.New).Msg("pulled backend")
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := t.s.Step(ctx, StepPullFrontend, func(ctx context.Context, out io.Writer) error {
+		var err error
+		front, err = b.PullFrontend(ctx, t.p.FrontendSrc, out)
+		if err == nil {
+			fmt.Fprintf(out, "frontend %s -> %s (skipped %t)\n", front.Old, front.New, front.Skipped)
+			t.s.Log().Info().Str("old_commit", front.Old).Str("new_commit", front.New).Bool("skipped", front.Skipped).Msg("pulled frontend")
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if msg, ok := PullWarning(front); ok {
+		t.s.Warn(msg)
+	}
+
+	if err := d.Prepare(ctx, t.p); err != nil {
+		return fmt.Errorf("prepare build: %w", err)
+	}
+	var wg sync.WaitGroup
+	var backErr, frontErr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		backErr = t.s.Step(ctx, StepBuildBackend, func(ctx context.Context, out io.Writer) error {
+			return b.BuildBackend(ctx, t.p.BackendSrc, t.p.NewBinary(), out)
+		})
+	}()
+	go func() {
+		defer wg.Done()
+		frontErr = t.s.Step(ctx, StepBuildFrontend, func(ctx context.Context, out io.Writer) error {
+			if err := b.BuildFrontend(ctx, t.p.FrontendSrc, out); err != nil {
+				return err
+			}
+			if _, err := os.Stat(t.p.Entry); err != nil {
+				return fmt.Errorf("check frontend build: %w", err)
+			}
+			return nil
+		})
+	}()
+	wg.Wait()
+	if backErr != nil || frontErr != nil {
+		// Files only, and it must happen even when the job is being
+		// cancelled: nothing live may keep a half build.
+		if err := d.Abort(context.WithoutCancel(ctx), t.p); err != nil {
+			return errors.Join(buildError(backErr, frontErr), err)
+		}
+		return buildError(backErr, frontErr)
+	}
+
+	if _, err := os.Stat(t.p.WhitelistScript); err == nil {
+		if err := t.s.Step(ctx, StepWhitelist, func(ctx context.Context, out io.Writer) error {
+			return b.Whitelist(ctx, t.p.WhitelistScript, t.p.Dist, t.p.WhitelistJSON, t.p.Templates, out)
+		}); err != nil {
+			t.s.Warn(fmt.Sprintf("tailwind whitelist not updated: %v", err))
+		}
+	}
+
+	prev, ok, err := deploy.Current(t.p)
+	if err != nil {
+		t.s.Warn(fmt.Sprintf("previous release unknown: %v", err))
+	}
+	if !ok {
+		prev = deploy.Release{Backend: back.Old, Frontend: front.Old}
+	}
+	next := deploy.Release{Backend: back.New, Frontend: front.New}
+	if err := t.s.Step(ctx, StepSwap, func(ctx context.Context, out io.Writer) error {
+		fmt.Fprintf(out, "new release backend %s frontend %s; keeping backend %s\n", next.Backend, next.Frontend, prev.Backend)
+		return d.Swap(context.WithoutCancel(ctx), t.p, prev, next)
+	}); err != nil {
+		// Settle whatever the swap left into one consistent release.
+		if _, rerr := d.Recover(context.WithoutCancel(ctx), t.p); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return err
+	}
+	return t.restartAndCheck(ctx, "roll back")
+}
+
+func buildError(backErr, frontErr error) error {
+	var parts []string
+	if backErr != nil {
+		parts = append(parts, "backend: "+backErr.Error())
+	}
+	if frontErr != nil {
+		parts = append(parts, "frontend: "+frontErr.Error())
+	}
+	return fmt.Errorf("build failed (%s); nothing live was changed: %w", strings.Join(parts, "; "), errors.Join(backErr, frontErr))
+}
+
+// restartAndCheck restarts the backend, checks it, reloads the frontend
+// and checks it. With onFailure "roll back" (a build job), a failed
+// restart or check brings the previous release back.
+func (t *target) restartAndCheck(ctx context.Context, onFailure string) error {
+	if err := t.backend(ctx, StepRestartBackend, StepHealthBackend); err != nil {
+		if onFailure == "" {
+			return err
+		}
+		return t.rollbackAfter(ctx, fmt.Errorf("backend unhealthy after restart: %w", err), false)
+	}
+	if err := t.frontend(ctx, StepReloadFrontend, StepHealthFrontend); err != nil {
+		if onFailure == "" {
+			return err
+		}
+		return t.rollbackAfter(ctx, fmt.Errorf("frontend unhealthy after reload: %w", err), true)
+	}
+	return nil
+}
+
+func (t *target) backend(ctx context.Context, restart, health string) error {
+	d := t.pl.cfg.Deployer
+	if err := t.s.Step(ctx, restart, func(ctx context.Context, out io.Writer) error {
+		return d.RestartBackend(ctx, t.p, out)
+	}); err != nil {
+		return err
+	}
+	if !t.hasPorts {
+		return nil
+	}
+	return t.s.Step(ctx, health, func(ctx context.Context, out io.Writer) error {
+		fmt.Fprintf(out, "GET http://127.0.0.1:%d/api/v1/health for tenants %v\n", t.ports.Go, t.tenants())
+		return d.CheckBackend(ctx, t.ports.Go, t.tenants())
+	})
+}
+
+func (t *target) frontend(ctx context.Context, reload, health string) error {
+	d := t.pl.cfg.Deployer
+	if err := t.s.Step(ctx, reload, func(ctx context.Context, out io.Writer) error {
+		return d.ReloadFrontend(ctx, t.p, out)
+	}); err != nil {
+		return err
+	}
+	if !t.hasPorts {
+		return nil
+	}
+	return t.s.Step(ctx, health, func(ctx context.Context, out io.Writer) error {
+		fmt.Fprintf(out, "GET http://127.0.0.1:%d/\n", t.ports.Astro)
+		return d.CheckFrontend(ctx, t.ports.Astro)
+	})
+}
+
+func (t *target) tenants() []string {
+	if len(t.job.Tenants) == 0 {
+		return []string{"default"}
+	}
+	return t.job.Tenants
+}
+
+// rollbackAfter brings the previous release (binary and dist) back after
+// cause. The backend is restarted and checked; the frontend is reloaded
+// only when it had been reloaded with the new release.
+func (t *target) rollbackAfter(ctx context.Context, cause error, frontendReloaded bool) error {
+	if ctx.Err() != nil {
+		// Shutting down: the runner re-runs the job, whose Recover and
+		// build settle the target.
+		return errors.Join(cause, ctx.Err())
+	}
+	var rel deploy.Release
+	if err := t.s.Step(ctx, StepRollback, func(ctx context.Context, out io.Writer) error {
+		var err error
+		rel, err = t.pl.cfg.Deployer.Rollback(ctx, t.p)
+		if err == nil {
+			fmt.Fprintf(out, "rolled back to %s (release %s)\n", rel.Label(), rel.ID)
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("%w; rollback failed: %w", cause, err)
+	}
+	rolled := fmt.Errorf("%w; rolled back to %s", cause, rel.Label())
+	if err := t.backend(ctx, StepRestartBackendPrevious, StepHealthBackendPrevious); err != nil {
+		return fmt.Errorf("%w, but the previous release is not healthy either: %w", rolled, err)
+	}
+	if frontendReloaded {
+		if err := t.frontend(ctx, StepReloadFrontendPrevious, StepHealthFrontendPrevious); err != nil {
+			return fmt.Errorf("%w, but the previous frontend is not healthy either: %w", rolled, err)
+		}
+	}
+	return rolled
+}
+
+func (t *target) rollback(ctx context.Context) error {
+	if err := t.recover(ctx); err != nil {
+		return err
+	}
+	var rel deploy.Release
+	if err := t.s.Step(ctx, StepRollback, func(ctx context.Context, out io.Writer) error {
+		var err error
+		rel, err = t.pl.cfg.Deployer.Rollback(ctx, t.p)
+		if err == nil {
+			fmt.Fprintf(out, "rolled back to %s (release %s)\n", rel.Label(), rel.ID)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	t.s.Log().Info().Str("backend_commit", rel.Backend).Str("release", rel.ID).Msg("rolled back")
+	return t.restartAndCheck(ctx, "")
+}
