@@ -12,7 +12,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-func match(name string) bool { return strings.HasPrefix(name, "build-") && strings.HasSuffix(name, ".csv") }
+func match(name string) bool {
+	return strings.HasPrefix(name, "build-") && strings.HasSuffix(name, ".csv")
+}
 
 func opts(dir string) Options {
 	return Options{Dir: dir, Match: match, MaxSize: 64, Quiet: 200 * time.Millisecond}

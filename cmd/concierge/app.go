@@ -49,6 +49,7 @@ func (a *App) commands() []command {
 		{"enqueue", "validate and write a trigger file", enqueueCmd},
 		{"plan", "parse a trigger and show the job(s) and steps it would run", planCmd},
 		{"retry", "queue a failed job again", retryCmd},
+		{"units", "print the systemd units, adapted to this host", unitsCmd},
 		{"version", "print the version", versionCmd},
 	}
 }
