@@ -18,8 +18,11 @@ import (
 // almost none of them.
 func newPipeline(cfg *Config, log zerolog.Logger) (runner.Executor, error) {
 	env := builder.ChildEnv(cfg.Env, cfg.Home)
+	// Build children carry the owner mark, so the next concierge can end
+	// any that outlive a SIGKILL. Deploy children do not: `pm2 reload` may
+	// start pm2's daemon, which must outlive concierge.
 	b := builder.New(builder.Config{
-		Env: env, StepTimeout: cfg.StepTimeout, GoBuildFlags: cfg.GoBuildFlags,
+		Env: builder.WithOwner(env, cfg.DataDir), StepTimeout: cfg.StepTimeout, GoBuildFlags: cfg.GoBuildFlags,
 		FrontendUpdate: cfg.FrontendUpdate, Log: log.With().Str("component", "builder").Logger(),
 	})
 	d := deploy.New(deploy.Config{

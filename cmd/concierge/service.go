@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tractstack/concierge/builder"
 	"github.com/tractstack/concierge/queue"
 	"github.com/tractstack/concierge/runner"
 	"github.com/tractstack/concierge/watcher"
@@ -42,6 +43,13 @@ func openService(ctx context.Context, cfg *Config, log zerolog.Logger, onStatus 
 	})
 	if err != nil {
 		return nil, err
+	}
+	// Holding the lock, no child of ours runs yet: any process marked as
+	// ours is left over from a concierge that was killed mid-build.
+	if strays, err := builder.KillStrays(cfg.DataDir); err != nil {
+		log.Warn().Err(err).Msg("look for build processes left by a killed concierge")
+	} else if len(strays) > 0 {
+		log.Warn().Ints("pids", strays).Msg("ended build processes left running by a concierge that was killed")
 	}
 	q, err := queue.Open(queue.Config{
 		DataDir: cfg.DataDir, StateDir: cfg.StateDir(), Keep: cfg.KeepJobs,
