@@ -231,8 +231,28 @@ func buildError(backErr, frontErr error) error {
 	if frontErr != nil {
 		parts = append(parts, "frontend: "+frontErr.Error())
 	}
-	return fmt.Errorf("build failed (%s); nothing live was changed: %w", strings.Join(parts, "; "), errors.Join(backErr, frontErr))
+	return &buildFailure{msg: "build failed, nothing live was changed: " + strings.Join(parts, "; "), errs: nonNil(backErr, frontErr)}
 }
+
+func nonNil(errs ...error) []error {
+	var out []error
+	for _, e := range errs {
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// buildFailure says which builds failed once, and still lets callers
+// test the causes with errors.Is.
+type buildFailure struct {
+	msg  string
+	errs []error
+}
+
+func (e *buildFailure) Error() string   { return e.msg }
+func (e *buildFailure) Unwrap() []error { return e.errs }
 
 // restartAndCheck restarts the backend, checks it, reloads the frontend
 // and checks it. With onFailure "roll back" (a build job), a failed

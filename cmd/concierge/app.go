@@ -39,18 +39,22 @@ type command struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, a *App, cfg *Config, args []string) error
+	hidden  bool
 }
 
 func (a *App) commands() []command {
 	return []command{
-		{"run", "process every trigger and queued job, then exit", runCmd},
-		{"watch", "stay up and process triggers as they arrive", watchCmd},
-		{"status", "show the running, pending and recent jobs", statusCmd},
-		{"enqueue", "validate and write a trigger file", enqueueCmd},
-		{"plan", "parse a trigger and show the job(s) and steps it would run", planCmd},
-		{"retry", "queue a failed job again", retryCmd},
-		{"units", "print the systemd units, adapted to this host", unitsCmd},
-		{"version", "print the version", versionCmd},
+		{"run", "process every trigger and queued job, then exit", runCmd, false},
+		{"watch", "stay up and process triggers as they arrive", watchCmd, false},
+		{"status", "show the running, pending and recent jobs", statusCmd, false},
+		{"logs", "print a job's output; -f follows the running job", logsCmd, false},
+		{"enqueue", "validate and write a trigger file", enqueueCmd, false},
+		{"plan", "parse a trigger and show the job(s) and steps it would run", planCmd, false},
+		{"retry", "queue a failed job again", retryCmd, false},
+		{"units", "print the systemd units, adapted to this host", unitsCmd, false},
+		{"demo", "run the whole pipeline on a throwaway home it sets up", demoCmd, false},
+		{"version", "print the version", versionCmd, false},
+		{"demo-ctl", "the demo's stand-in for systemctl and pm2", demoCtlCmd, true},
 	}
 }
 
@@ -111,7 +115,9 @@ func (a *App) usage(fs *flag.FlagSet) {
 	var b strings.Builder
 	b.WriteString("usage: concierge [global flags] <command> [flags]\n\ncommands:\n")
 	for _, c := range a.commands() {
-		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
+		if !c.hidden {
+			fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
+		}
 	}
 	b.WriteString("\nglobal flags (also accepted after the command):\n")
 	fmt.Fprint(a.Stderr, b.String())

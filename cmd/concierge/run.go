@@ -2,16 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-
-	"github.com/tractstack/concierge/queue"
-	"github.com/tractstack/concierge/runner"
-	"github.com/tractstack/concierge/watcher"
 )
 
 // runCmd processes every trigger and queued job, including triggers that
@@ -34,52 +28,11 @@ func runCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 	}
 	defer svc.close()
 
-	var failed, rejected, succeeded int
-	wait := 20 * time.Millisecond
-	for {
-		files, unsettled, err := watcher.Scan(svc.read)
-		if err != nil {
-			return fmt.Errorf("scan for triggers: %w", err)
-		}
-		res, err := svc.intake(files)
-		if err != nil {
-			return fmt.Errorf("take in triggers: %w", err)
-		}
-		rejected += len(res.Rejected)
-		job, ran, err := svc.runner.RunNext(ctx)
-		if errors.Is(err, runner.ErrInterrupted) {
-			log.Warn().Msg("stopped by a signal; the interrupted job is pending again")
-			return &exitError{code: exitFailed, err: errors.New("interrupted")}
-		}
-		if err != nil {
-			return err
-		}
-		if ran {
-			wait = 20 * time.Millisecond
-			svc.prune()
-			switch job.State {
-			case queue.Succeeded:
-				succeeded++
-			default:
-				failed++
-			}
-			continue
-		}
-		if len(unsettled) > 0 {
-			// A writer still has a trigger open: wait for it, briefly.
-			log.Debug().Strs("triggers", unsettled).Msg("waiting for triggers still being written")
-			select {
-			case <-ctx.Done():
-				return &exitError{code: exitFailed, err: errors.New("interrupted")}
-			case <-time.After(wait):
-			}
-			wait = min(wait*2, 500*time.Millisecond)
-			continue
-		}
-		if len(files) == 0 && svc.q.Pending() == 0 {
-			break
-		}
+	sum, err := svc.drain(ctx)
+	if err != nil {
+		return err
 	}
+	succeeded, failed, rejected := sum.succeeded, sum.failed, sum.rejected
 	if succeeded+failed+rejected > 0 {
 		log.Info().Int("succeeded", succeeded).Int("failed", failed).Int("rejected", rejected).
 			Msgf("run done: %d succeeded, %d failed, %d rejected", succeeded, failed, rejected)

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -115,3 +116,62 @@ func (s *service) close() {
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// summary counts what a drain did.
+type summary struct {
+	succeeded, failed, rejected int
+	jobs                        []queue.Job
+}
+
+// drain takes in every trigger and runs every queued job, one at a time,
+// scanning again after each job so that triggers that arrived meanwhile
+// are taken in by the same run; it returns when a scan finds nothing and
+// nothing is pending. A trigger still being written is waited for.
+func (s *service) drain(ctx context.Context) (summary, error) {
+	var sum summary
+	wait := 20 * time.Millisecond
+	for {
+		files, unsettled, err := watcher.Scan(s.read)
+		if err != nil {
+			return sum, fmt.Errorf("scan for triggers: %w", err)
+		}
+		res, err := s.intake(files)
+		if err != nil {
+			return sum, fmt.Errorf("take in triggers: %w", err)
+		}
+		sum.rejected += len(res.Rejected)
+		job, ran, err := s.runner.RunNext(ctx)
+		if errors.Is(err, runner.ErrInterrupted) {
+			s.log.Warn().Msg("stopped by a signal; the interrupted job is pending again")
+			return sum, &exitError{code: exitFailed, err: errors.New("interrupted")}
+		}
+		if err != nil {
+			return sum, err
+		}
+		if ran {
+			wait = 20 * time.Millisecond
+			s.prune()
+			sum.jobs = append(sum.jobs, job)
+			if job.State == queue.Succeeded {
+				sum.succeeded++
+			} else {
+				sum.failed++
+			}
+			continue
+		}
+		if len(unsettled) > 0 {
+			// A writer still has a trigger open: wait for it, briefly.
+			s.log.Debug().Strs("triggers", unsettled).Msg("waiting for triggers still being written")
+			select {
+			case <-ctx.Done():
+				return sum, &exitError{code: exitFailed, err: errors.New("interrupted")}
+			case <-time.After(wait):
+			}
+			wait = min(wait*2, 500*time.Millisecond)
+			continue
+		}
+		if len(files) == 0 && s.q.Pending() == 0 {
+			return sum, nil
+		}
+	}
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/tractstack/concierge/internal/testtool"
+)
+
+// TestDemoShowsTheFourOutcomes runs `concierge demo` as a newcomer would
+// and checks its output for the four outcomes, and that it leaves no
+// service running.
+func TestDemoShowsTheFourOutcomes(t *testing.T) {
+	testtool.Require(t, "git", "go", "node")
+	dir := t.TempDir()
+	cmd := exec.Command(bins.real, "demo", "--dir", dir)
+	cmd.Env = os.Environ()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out.String())
+	}
+	text := out.String()
+	for _, want := range []string{
+		`OUTCOME first-deploy +ok +job \w+ succeeded; backend answers v1, frontend answers "frontend v1"`,
+		`OUTCOME upgrade +ok +job \w+ succeeded; backend answers v2, frontend answers "frontend v2"`,
+		`OUTCOME broken-commit +ok +kept out; job \w+ failed; backend answers v2, frontend answers "frontend v2"`,
+		`OUTCOME unhealthy-commit +ok +rolled back; job \w+ failed; backend answers v2, .*rolled back to [0-9a-f]{40}`,
+		`RECENT +4 shown`,
+		`job records: +` + regexp.QuoteMeta(dir),
+		`stopped the demo's backend and frontend`,
+	} {
+		if !regexp.MustCompile(want).MatchString(text) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(text)
+	}
+	// Nothing the demo started is still running.
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.Contains(string(cmdline), dir) {
+			continue
+		}
+		stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
+		_, rest, _ := strings.Cut(string(stat), ") ") // the state follows the command name
+		if !strings.HasPrefix(rest, "Z") {
+			t.Errorf("process left running: %s", strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+}
