@@ -1,0 +1,125 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tractstack/concierge/queue"
+)
+
+// execFunc is an Executor made of a function.
+type execFunc func(ctx context.Context, job queue.Job, s Session) error
+
+func (f execFunc) Execute(ctx context.Context, job queue.Job, s Session) error { return f(ctx, job, s) }
+
+func setup(t *testing.T, exec Executor, limit int64) (*Runner, *queue.Queue) {
+	t.Helper()
+	home := t.TempDir()
+	state := filepath.Join(home, "state")
+	os.Mkdir(state, 0o755)
+	q, err := queue.Open(queue.Config{DataDir: filepath.Join(home, "data"), StateDir: state, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(state, "build-1.csv"), []byte("type=main,command=build"), 0o644)
+	if _, err := q.Intake([]queue.Incoming{{Name: "build-1.csv", Data: []byte("type=main,command=build")}}); err != nil {
+		t.Fatal(err)
+	}
+	return New(Config{Queue: q, Executor: exec, Log: zerolog.Nop(), OutputLimit: limit, TailLines: 3}), q
+}
+
+func TestStepsAreRecordedWithOutput(t *testing.T) {
+	r, q := setup(t, execFunc(func(ctx context.Context, job queue.Job, s Session) error {
+		if err := s.Step(ctx, "one", func(ctx context.Context, out io.Writer) error {
+			fmt.Fprint(out, "line a\nline b\npartial")
+			return nil
+		}); err != nil {
+			return err
+		}
+		s.Warn("frontend pull skipped")
+		return s.Step(ctx, "two", func(ctx context.Context, out io.Writer) error {
+			fmt.Fprintln(out, "1\n2\n3\n4\n5")
+			return errors.New("exit status 2")
+		})
+	}), 0)
+	job, ran, err := r.RunNext(context.Background())
+	if err != nil || !ran {
+		t.Fatalf("RunNext = %v, %v", ran, err)
+	}
+	if job.State != queue.Failed || job.Error != "exit status 2" {
+		t.Fatalf("job = %s %q", job.State, job.Error)
+	}
+	if len(job.Steps) != 2 || job.Steps[0].State != queue.Succeeded || job.Steps[1].State != queue.Failed ||
+		job.Steps[1].FinishedAt == nil || strings.Join(job.Steps[1].Tail, ",") != "3,4,5" {
+		t.Fatalf("steps = %+v", job.Steps)
+	}
+	if len(job.Warnings) != 1 {
+		t.Fatalf("warnings = %v", job.Warnings)
+	}
+	out, err := os.ReadFile(q.Store().OutputPath(job.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"[one] line a", "[one] partial", "[warning] frontend pull skipped", "[two] 5"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, ran, _ := r.RunNext(context.Background()); ran {
+		t.Fatal("a finished job ran again")
+	}
+}
+
+func TestOutputIsBoundedButKeepsTheTail(t *testing.T) {
+	r, q := setup(t, execFunc(func(ctx context.Context, job queue.Job, s Session) error {
+		return s.Step(ctx, "noisy", func(ctx context.Context, out io.Writer) error {
+			for i := 0; i < 1000; i++ {
+				fmt.Fprintf(out, "line %04d\n", i)
+			}
+			return nil
+		})
+	}), 2048)
+	job, _, _ := r.RunNext(context.Background())
+	out, _ := os.ReadFile(q.Store().OutputPath(job.ID))
+	if len(out) > 4096 {
+		t.Fatalf("output file is %d bytes; the limit is 2048 plus the tail", len(out))
+	}
+	if !strings.Contains(string(out), "lines not kept") || !strings.Contains(string(out), "[noisy] line 0999") {
+		t.Fatalf("output does not end with the tail:\n%s", out)
+	}
+}
+
+func TestAPanicFailsTheJobNotTheQueue(t *testing.T) {
+	r, _ := setup(t, execFunc(func(ctx context.Context, job queue.Job, s Session) error { panic("boom") }), 0)
+	job, ran, err := r.RunNext(context.Background())
+	if err != nil || !ran || job.State != queue.Failed || !strings.Contains(job.Error, "(panic): boom") {
+		t.Fatalf("job = %+v, %v", job, err)
+	}
+}
+
+func TestCancelPutsTheJobBack(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r, q := setup(t, execFunc(func(ctx context.Context, job queue.Job, s Session) error {
+		return s.Step(ctx, "long", func(ctx context.Context, out io.Writer) error {
+			cancel()
+			<-ctx.Done()
+			return ctx.Err()
+		})
+	}), 0)
+	job, ran, err := r.RunNext(ctx)
+	if !ran || !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("RunNext = %v, %v", ran, err)
+	}
+	jobs := q.Jobs()
+	if jobs[0].ID != job.ID || jobs[0].State != queue.Pending || jobs[0].Steps[0].State != queue.Failed {
+		t.Fatalf("after cancel: %+v", jobs[0])
+	}
+}
