@@ -318,3 +318,30 @@ func TestUsageErrorsExit2(t *testing.T) {
 		t.Errorf("version = %q %d", out, code)
 	}
 }
+
+func TestLogsFollowsTheRunningJobToItsEnd(t *testing.T) {
+	h := newHome(t)
+	h.gate()
+	h.drop("build-1.csv", "type=main,tenant=tenant-a,command=build")
+	run, _ := h.start("run")
+	id := h.runningJob()
+	follow, followOut := h.start("logs", "-f")
+	eventually(t, "logs -f to show the step's output", func() bool {
+		return strings.Contains(followOut.String(), "[fake-build] building main for tenant-a")
+	})
+	h.openGate()
+	if code := waitExit(t, follow); code != 0 {
+		t.Fatalf("logs -f exit %d:\n%s", code, followOut)
+	}
+	waitExit(t, run)
+	text := followOut.String()
+	for _, want := range []string{"=== step fake-build succeeded", "=== job " + id + " succeeded"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("logs -f output lacks %q:\n%s", want, text)
+		}
+	}
+	out, _, code := h.concierge("logs", id)
+	if code != 0 || !strings.Contains(out, "[fake-build] done") {
+		t.Fatalf("logs %s = %d\n%s", id, code, out)
+	}
+}
