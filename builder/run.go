@@ -148,7 +148,7 @@ func endGroup(pgid int, waited <-chan error) error {
 		}
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	waitErr, reaped, gone := pollGroup(pgid, waited, reaped, killGrace)
+	reaped, gone, waitErr := pollGroup(pgid, waited, reaped, killGrace)
 	if gone {
 		return waitErr
 	}
@@ -165,7 +165,7 @@ func endGroup(pgid int, waited <-chan error) error {
 
 // pollGroup polls until the leader is reaped and the group is empty
 // (gone), or d has passed.
-func pollGroup(pgid int, waited <-chan error, reaped bool, d time.Duration) (waitErr error, reapedOut, gone bool) {
+func pollGroup(pgid int, waited <-chan error, reaped bool, d time.Duration) (reapedOut, gone bool, waitErr error) {
 	deadline := time.Now().Add(d)
 	for {
 		if !reaped {
@@ -178,11 +178,11 @@ func pollGroup(pgid int, waited <-chan error, reaped bool, d time.Duration) (wai
 		if reaped {
 			reapGroup(pgid)
 			if groupGone(pgid) {
-				return waitErr, true, true
+				return true, true, waitErr
 			}
 		}
 		if time.Now().After(deadline) {
-			return waitErr, reaped, false
+			return reaped, false, waitErr
 		}
 		time.Sleep(pollInterval)
 	}

@@ -473,8 +473,7 @@ func TestRecoverAtJobStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(t, h.p.Entry, "dist half")
-	s, err := h.run(t, &fakeBuilder{}, queue.CommandRestart)
-	if err != nil {
+	if _, err := h.run(t, &fakeBuilder{}, queue.CommandRestart); err != nil {
 		t.Fatal(err)
 	}
 	// restart does not recover (it touches no files) ...
@@ -482,7 +481,7 @@ func TestRecoverAtJobStart(t *testing.T) {
 		t.Fatalf("restart changed files: %q", d)
 	}
 	// ... a rollback job does, before looking for a release.
-	s, err = h.run(t, &fakeBuilder{}, queue.CommandRollback)
+	s, err := h.run(t, &fakeBuilder{}, queue.CommandRollback)
 	if err == nil || !strings.Contains(err.Error(), "no previous release") {
 		t.Fatalf("err = %v", err)
 	}

@@ -37,6 +37,12 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go vet -tags concierge_fake ./...
+staticcheck=$(command -v staticcheck || echo "$(go env GOPATH)/bin/staticcheck")
+if [ -x "$staticcheck" ]; then
+	"$staticcheck" ./...
+else
+	echo "staticcheck not installed; skipping it (go install honnef.co/go/tools/cmd/staticcheck@v0.8.2)" >&2
+fi
 cp go.mod /tmp/concierge-go.mod.$$ && cp go.sum /tmp/concierge-go.sum.$$
 go mod tidy
 if ! cmp -s go.mod /tmp/concierge-go.mod.$$ || ! cmp -s go.sum /tmp/concierge-go.sum.$$; then
