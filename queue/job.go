@@ -45,18 +45,21 @@ func Site(target string) string {
 // Job is one unit of work: a command on a target, made of one or more
 // triggers. Its JSON form is what `concierge status --json` prints.
 type Job struct {
-	ID         string     `json:"id"`
-	State      State      `json:"state"`
-	Target     string     `json:"target"`
-	Command    string     `json:"command"`
-	Tenants    []string   `json:"tenants"`
-	Triggers   []string   `json:"triggers"`
-	CreatedAt  time.Time  `json:"created_at"`
-	StartedAt  *time.Time `json:"started_at"`
-	FinishedAt *time.Time `json:"finished_at"`
-	Error      string     `json:"error"`
-	Warnings   []string   `json:"warnings,omitempty"`
-	Steps      []Step     `json:"steps"`
+	ID       string   `json:"id"`
+	State    State    `json:"state"`
+	Target   string   `json:"target"`
+	Command  string   `json:"command"`
+	Tenants  []string `json:"tenants"`
+	Triggers []string `json:"triggers"`
+	// TriggerKeys identify the trigger files themselves (name@inode-
+	// mtime-size), so a new trigger that reuses an old name is new.
+	TriggerKeys []string   `json:"trigger_keys,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at"`
+	FinishedAt  *time.Time `json:"finished_at"`
+	Error       string     `json:"error"`
+	Warnings    []string   `json:"warnings,omitempty"`
+	Steps       []Step     `json:"steps"`
 	// Attempts counts how often a runner claimed the job; more than one
 	// means it was recovered after a crash or a shutdown.
 	Attempts int `json:"attempts"`

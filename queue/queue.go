@@ -47,7 +47,7 @@ type Queue struct {
 	cfg       Config
 	store     *Store
 	jobs      []*Job              // every known job, oldest first
-	byTrigger map[string][]string // trigger name → ids of jobs it went into
+	byTrigger map[string][]string // trigger identity (see identity) → ids of jobs it went into
 	entropy   *ulid.MonotonicEntropy
 	changed   chan struct{} // closed and replaced when a job becomes pending
 }
@@ -78,9 +78,7 @@ func Open(cfg Config) (*Queue, error) {
 		entropy: ulid.Monotonic(rand.Reader, 0), changed: make(chan struct{}),
 	}
 	for _, j := range jobs {
-		for _, t := range j.Triggers {
-			q.byTrigger[t] = append(q.byTrigger[t], j.ID)
-		}
+		q.index(j, j.identities()...)
 		if j.State == Running {
 			j.State = Pending
 			markInterrupted(j, "interrupted: concierge stopped during this step")
@@ -114,7 +112,9 @@ func (q *Queue) newID() string {
 // Incoming is a trigger file as the watcher hands it over: whole and
 // settled, or refused unread (Refuse says why: a link, a FIFO, too large).
 type Incoming struct {
-	Name   string
+	Name string
+	// Key identifies the file itself (see identity); may be empty.
+	Key    string
 	Data   []byte
 	Refuse string
 }
@@ -152,7 +152,8 @@ func (q *Queue) Intake(files []Incoming) (IntakeResult, error) {
 	}
 	now := q.cfg.Now().UTC()
 	for _, f := range files {
-		if ids, ok := q.byTrigger[f.Name]; ok {
+		id := identity(f.Name, f.Key)
+		if ids, ok := q.byTrigger[id]; ok {
 			res.Known++
 			if j := q.find(ids[0]); j != nil && j.State == Rejected {
 				setAside[f.Name] = j
@@ -166,7 +167,7 @@ func (q *Queue) Intake(files []Incoming) (IntakeResult, error) {
 			q.cfg.Log.Warn().Str("trigger", f.Name).Msg(w)
 		}
 		if err != nil {
-			j := &Job{ID: q.newID(), State: Rejected, Triggers: []string{f.Name}, CreatedAt: now,
+			j := &Job{ID: q.newID(), State: Rejected, Triggers: []string{f.Name}, TriggerKeys: []string{id}, CreatedAt: now,
 				FinishedAt: &now, Error: err.Error(), Warnings: warnings, Tenants: []string{}, Steps: []Step{}}
 			q.add(j)
 			touch(j)
@@ -176,21 +177,21 @@ func (q *Queue) Intake(files []Incoming) (IntakeResult, error) {
 				Msg("trigger rejected and set aside: " + j.Error)
 			continue
 		}
-		created, merged := assign(q.jobs, f.Name, reqs, func(r Request) *Job {
+		created, merged := assign(q.jobs, f.Name, id, reqs, func(r Request) *Job {
 			j := &Job{ID: q.newID(), State: Pending, Target: r.Target(), Command: r.Command,
 				CreatedAt: now, Tenants: []string{}, Triggers: []string{}, Steps: []Step{}, RetryOf: r.RetryOf}
 			q.jobs = append(q.jobs, j)
 			return j
 		})
 		for _, j := range created {
-			q.index(j, f.Name)
+			q.index(j, id)
 			touch(j)
 			res.Created = append(res.Created, j.ID)
 			q.cfg.Log.Info().Str("job_id", j.ID).Str("target", j.Target).Str("command", j.Command).
 				Str("trigger", f.Name).Msgf("queued %s of %s from %s", j.Command, j.Target, f.Name)
 		}
 		for _, j := range merged {
-			q.index(j, f.Name)
+			q.index(j, id)
 			touch(j)
 			res.Merged = append(res.Merged, j.ID)
 			q.cfg.Log.Info().Str("job_id", j.ID).Str("target", j.Target).Str("command", j.Command).
@@ -253,7 +254,7 @@ func (q *Queue) setAside(name string, j *Job) error {
 // pending job with the same target and command, or starts a new job. A
 // running job never absorbs a trigger. It returns the jobs it created and
 // those it merged into; it mutates them and nothing else.
-func assign(jobs []*Job, trigger string, reqs []Request, create func(Request) *Job) (created, merged []*Job) {
+func assign(jobs []*Job, trigger, id string, reqs []Request, create func(Request) *Job) (created, merged []*Job) {
 	for _, r := range reqs {
 		var j *Job
 		for _, c := range jobs {
@@ -272,6 +273,9 @@ func assign(jobs []*Job, trigger string, reqs []Request, create func(Request) *J
 		if !slices.Contains(j.Triggers, trigger) {
 			j.Triggers = append(j.Triggers, trigger)
 		}
+		if !slices.Contains(j.TriggerKeys, id) {
+			j.TriggerKeys = append(j.TriggerKeys, id)
+		}
 		if !slices.Contains(j.Tenants, r.Tenant) {
 			j.Tenants = append(j.Tenants, r.Tenant)
 		}
@@ -284,7 +288,29 @@ func assign(jobs []*Job, trigger string, reqs []Request, create func(Request) *J
 
 func (q *Queue) add(j *Job) {
 	q.jobs = append(q.jobs, j)
-	q.index(j, j.Triggers...)
+	q.index(j, j.identities()...)
+}
+
+// identity names one trigger file: its name, and the key of the file
+// (inode, modification time, size) when the watcher gave one. Names alone
+// repeat: producers name triggers build-$(date +%s).csv, so two triggers
+// written in the same second share a name. The key tells the leftover of
+// an interrupted intake (the same file) from a new trigger that reuses
+// the name.
+func identity(name, key string) string {
+	if key == "" {
+		return name
+	}
+	return name + "@" + key
+}
+
+// identities are the trigger identities a job was made of; records from
+// before keys were kept fall back to the names.
+func (j *Job) identities() []string {
+	if len(j.TriggerKeys) > 0 {
+		return j.TriggerKeys
+	}
+	return j.Triggers
 }
 
 func (q *Queue) index(j *Job, triggers ...string) {
@@ -432,7 +458,7 @@ func (q *Queue) Prune() (int, error) {
 		if err := q.store.Remove(j.ID); err != nil {
 			return 0, err
 		}
-		for _, t := range j.Triggers {
+		for _, t := range j.identities() {
 			ids := slices.DeleteFunc(q.byTrigger[t], func(id string) bool { return id == j.ID })
 			if len(ids) == 0 {
 				delete(q.byTrigger, t)

@@ -48,7 +48,7 @@ func TestAssign(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			n := 0
-			created, merged := assign(tt.existing, "build-9.csv", tt.reqs, func(r Request) *Job {
+			created, merged := assign(tt.existing, "build-9.csv", "build-9.csv", tt.reqs, func(r Request) *Job {
 				n++
 				return &Job{ID: "new", State: Pending, Target: r.Target(), Command: r.Command}
 			})
@@ -70,7 +70,7 @@ func TestAssign(t *testing.T) {
 		})
 	}
 	// Tenants of the main install share one job and are all listed.
-	created, _ := assign(nil, "t", []Request{req("main", "aaa", "", "build"), req("prod", "bbb", "", "build"), req("main", "aaa", "", "build")},
+	created, _ := assign(nil, "t", "t", []Request{req("main", "aaa", "", "build"), req("prod", "bbb", "", "build"), req("main", "aaa", "", "build")},
 		func(r Request) *Job { return &Job{State: Pending, Target: r.Target(), Command: r.Command} })
 	if len(created) != 1 || !slices.Equal(created[0].Tenants, []string{"aaa", "bbb"}) {
 		t.Fatalf("tenants = %v", created[0].Tenants)
@@ -327,5 +327,34 @@ func TestWriteTrigger(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("dir holds %d entries; the temp file was left", len(entries))
+	}
+}
+
+func TestANewTriggerMayReuseAName(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	first := f.drop("build-1700000000.csv", "type=main,command=build")
+	first.Key = "11-100-23"
+	if _, err := q.Intake([]Incoming{first}); err != nil {
+		t.Fatal(err)
+	}
+	job, _, _ := q.Claim()
+	q.Finish(job.ID, nil)
+	// The same second, a second trigger: same name, another file.
+	second := f.drop("build-1700000000.csv", "type=main,command=build")
+	second.Key = "12-200-23"
+	res, err := q.Intake([]Incoming{second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Created) != 1 || res.Known != 0 {
+		t.Fatalf("intake = %+v; want a new job, not the name mistaken for a leftover", res)
+	}
+	// A leftover of an interrupted intake is the same file: same key.
+	f.drop("build-1700000000.csv", "type=main,command=build")
+	again := second
+	res, err = f.open().Intake([]Incoming{again})
+	if err != nil || res.Known != 1 || len(res.Created)+len(res.Merged) != 0 {
+		t.Fatalf("leftover intake = %+v, %v", res, err)
 	}
 }

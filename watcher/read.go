@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,9 +23,21 @@ import (
 // File is a trigger file handed over: its content, or why it was refused
 // unread.
 type File struct {
-	Name   string
+	Name string
+	// Key identifies the file itself: inode, modification time and size.
+	// A later file that reuses the name has another key.
+	Key    string
 	Data   []byte
 	Refuse string
+}
+
+// fileKey is the identity of the file st describes.
+func fileKey(st os.FileInfo) string {
+	var ino uint64
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		ino = sys.Ino
+	}
+	return fmt.Sprintf("%d-%d-%d", ino, st.ModTime().UnixNano(), st.Size())
 }
 
 // Options say what a trigger is and how to read one.
@@ -63,6 +76,7 @@ func Read(opts Options, name string) (f File, settled bool, err error) {
 	if err != nil {
 		return f, false, fmt.Errorf("stat trigger: %w", err)
 	}
+	f.Key = fileKey(st)
 	if refuse := refuseMode(st.Mode()); refuse != "" {
 		f.Refuse = refuse
 		return f, true, nil
@@ -91,6 +105,7 @@ func Read(opts Options, name string) (f File, settled bool, err error) {
 	if err != nil {
 		return f, false, fmt.Errorf("stat trigger: %w", err)
 	}
+	f.Key = fileKey(fst)
 	if refuse := refuseMode(fst.Mode()); refuse != "" {
 		f.Refuse = refuse
 		return f, true, nil

@@ -345,3 +345,18 @@ func TestLogsFollowsTheRunningJobToItsEnd(t *testing.T) {
 		t.Fatalf("logs %s = %d\n%s", id, code, out)
 	}
 }
+
+func TestATriggerNameUsedTwiceMakesTwoJobs(t *testing.T) {
+	h := newHome(t)
+	// Producers name triggers build-$(date +%s).csv: two in one second
+	// share a name once the first has been taken in.
+	for i := 1; i <= 2; i++ {
+		h.drop("build-1700000000.csv", "type=main,command=build")
+		if _, stderr, code := h.concierge("run"); code != 0 {
+			t.Fatalf("run %d exit %d:\n%s", i, code, stderr)
+		}
+	}
+	if ends := h.ends(); len(ends) != 2 {
+		t.Fatalf("%d builds ran, want 2", len(ends))
+	}
+}

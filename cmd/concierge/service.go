@@ -90,7 +90,7 @@ func siteChecker(home string) queue.SiteChecker {
 func (s *service) intake(files []watcher.File) (queue.IntakeResult, error) {
 	in := make([]queue.Incoming, len(files))
 	for i, f := range files {
-		in[i] = queue.Incoming{Name: f.Name, Data: f.Data, Refuse: f.Refuse}
+		in[i] = queue.Incoming{Name: f.Name, Key: f.Key, Data: f.Data, Refuse: f.Refuse}
 	}
 	res, err := s.q.Intake(in)
 	if err != nil {
