@@ -1,0 +1,755 @@
+package main
+
+// The shipped systemd units under a real systemd user manager (a private
+// one per test, internal/systemdtest) and the real journald: the
+// t8k-build-watcher path/service pair started by a trigger an operator
+// drops, and concierge.service (`watch`) as Type=notify with its watchdog.
+// The units are the shipped ones rendered with systemd.Render for a user
+// manager; the only additions are test drop-ins that count the service's
+// starts (ExecStartPre=mktemp) and drop a file the instant the run ends
+// (ExecStartPost=mv), each said where it is made.
+//
+// Facts these tests rest on (systemd 252, no systemd as PID 1, root):
+//   - The private user manager puts its units in cgroups at the root of
+//     the hierarchy (/app.slice/<unit>), so journald files their lines
+//     under _SYSTEMD_UNIT=<unit>: `journalctl -u` finds them, while
+//     `--user-unit` does not. Two managers running at once share those
+//     cgroups (stopping a unit in one kills the same-named unit's
+//     processes in the other), so the backend here is a dedicated site with
+//     a random id, whose unit name no other test uses.
+//   - The user manager writes no "Started"/"Finished" lines anywhere, so
+//     starts are counted with an ExecStartPre= drop-in.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tractstack/concierge/deploy"
+	"github.com/tractstack/concierge/deploy/systemd"
+	"github.com/tractstack/concierge/internal/pm2test"
+	"github.com/tractstack/concierge/internal/sandbox"
+	"github.com/tractstack/concierge/internal/systemdtest"
+	"github.com/tractstack/concierge/internal/testtool"
+	"github.com/tractstack/concierge/queue"
+)
+
+const (
+	sdPath    = "t8k-build-watcher.path"
+	sdService = "t8k-build-watcher.service"
+	sdWatch   = "concierge.service"
+)
+
+// sdHost is a TractStack home whose concierge units run under a private
+// systemd user manager.
+type sdHost struct {
+	t   *testing.T
+	sd  *systemdtest.Manager
+	dir string // the home
+	bin string // the concierge binary the units run
+	env []string
+}
+
+// sdNewHost prepares the home's directories (state, log, etc, and the
+// test's starts, late and fake) and writes etc/concierge.env, which the
+// units read through EnvironmentFile=: the manager's XDG_RUNTIME_DIR (so
+// `systemctl --user` inside the service reaches this manager) and extra.
+func sdNewHost(t *testing.T, sd *systemdtest.Manager, dir, bin string, extra ...string) *sdHost {
+	t.Helper()
+	for _, d := range []string{"state", "log", "etc", "starts", "late", "fake"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := &sdHost{t: t, sd: sd, dir: dir, bin: bin}
+	env := append(append([]string{"CONCIERGE_SYSTEMCTL=systemctl --user"}, sd.Env()...), extra...)
+	if err := os.WriteFile(filepath.Join(dir, "etc", "concierge.env"), []byte(strings.Join(env, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.env = env
+	return h
+}
+
+// render renders a shipped unit for this user manager and home.
+func (h *sdHost) render(name string) string {
+	h.t.Helper()
+	text, err := systemd.Render(name, systemd.Options{Binary: h.bin, Home: h.dir, UserManager: true})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return text
+}
+
+// dropIn writes a drop-in for unit (no reload).
+func (h *sdHost) dropIn(unit, name, content string) {
+	h.t.Helper()
+	d := filepath.Join(h.sd.UnitDir(), unit+".d")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// installPathPair installs the rendered path/service pair plus the test
+// drop-ins: ExecStartPre= makes one file in starts/ per start of the
+// service; ExecStartPost= moves whatever the test put in late/ into
+// state/ after concierge has exited but while the unit is still active
+// (each '-' so a missing file is no failure). Then it enables and starts
+// the path unit.
+func (h *sdHost) installPathPair() {
+	h.t.Helper()
+	mktemp, err := exec.LookPath("mktemp")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	mv, err := exec.LookPath("mv")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.dropIn(sdService, "test-count.conf", fmt.Sprintf("[Service]\nExecStartPre=%s -p %s start.XXXXXXXX\n",
+		mktemp, filepath.Join(h.dir, "starts")))
+	late, state := filepath.Join(h.dir, "late"), filepath.Join(h.dir, "state")
+	h.dropIn(sdService, "test-late.conf", fmt.Sprintf("[Service]\nExecStartPost=-%[1]s %[2]s/late-notes.txt %[3]s/late-notes.txt\nExecStartPost=-%[1]s %[2]s/build-late.csv %[3]s/build-late.csv\n",
+		mv, late, state))
+	if err := os.WriteFile(filepath.Join(h.sd.UnitDir(), sdService), []byte(h.render(sdService)), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	h.sd.InstallUnit(sdPath, h.render(sdPath))
+	if out, err := h.sd.Systemctl("enable", "--now", sdPath); err != nil {
+		h.t.Fatalf("enable --now %s: %v\n%s", sdPath, err, out)
+	}
+	h.t.Cleanup(func() { h.sd.Systemctl("stop", sdPath, sdService) })
+}
+
+// show returns one property of a unit.
+func (h *sdHost) show(unit, prop string) string {
+	h.t.Helper()
+	out, err := h.sd.Systemctl("show", "-p", prop, "--value", unit)
+	if err != nil {
+		h.t.Fatalf("show %s of %s: %v", prop, unit, err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// trigger drops a trigger as an operator would: a shell redirection in
+// the home, named by the shell's date (name is the file name, with $(...)
+// left to the shell).
+func (h *sdHost) trigger(line, name string) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf(`echo "%s" > state/%s`, line, name))
+	cmd.Dir = h.dir
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		h.t.Fatalf("drop trigger: %v\n%s", err, out)
+	}
+}
+
+func (h *sdHost) count(sub string) int {
+	h.t.Helper()
+	entries, err := os.ReadDir(filepath.Join(h.dir, sub))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// starts is how many times the service has started.
+func (h *sdHost) starts() int { return h.count("starts") }
+
+// triggers lists the build-*.csv files in state/.
+func (h *sdHost) triggers() []string {
+	h.t.Helper()
+	entries, err := os.ReadDir(filepath.Join(h.dir, "state"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if queue.IsTriggerName(e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// fakeEnds counts the jobs the fake executor finished.
+func (h *sdHost) fakeEnds() int {
+	h.t.Helper()
+	data, err := os.ReadFile(filepath.Join(h.dir, "fake", "runs.jsonl"))
+	if os.IsNotExist(err) {
+		return 0
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return strings.Count(string(data), `"event":"end"`)
+}
+
+// jobs is `concierge status --json`.
+func (h *sdHost) jobs() []queue.Job {
+	h.t.Helper()
+	cmd := exec.Command(h.bin, "status", "--json")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "T8K_HOME=" + h.dir}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		h.t.Fatalf("status --json: %v\n%s", err, stderr.String())
+	}
+	var st struct{ Jobs []queue.Job }
+	if err := json.Unmarshal(out, &st); err != nil {
+		h.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st.Jobs
+}
+
+// settled waits until no trigger is left, the service is inactive and
+// cond holds; then it checks the service's last run succeeded.
+func (h *sdHost) settled(what string, timeout time.Duration, cond func() bool) {
+	h.t.Helper()
+	sdWait(h.t, what, timeout, func() (bool, string) {
+		trig := h.triggers()
+		state := h.show(sdService, "ActiveState")
+		return len(trig) == 0 && state == "inactive" && cond(),
+			fmt.Sprintf("triggers %q, service %s, starts %d", trig, state, h.starts())
+	})
+	if r := h.show(sdService, "Result"); r != "success" {
+		h.t.Fatalf("%s: last run of %s: Result=%s", what, sdService, r)
+	}
+}
+
+// steady checks that the start count does not move for d (a unit that
+// loops restarts within milliseconds, up to its start limit), and that
+// the path unit is still waiting, not failed by its start limit.
+func (h *sdHost) steady(what string, want int) {
+	h.t.Helper()
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for {
+		if got := h.starts(); got != want {
+			h.t.Fatalf("%s: %s started %d times, want %d", what, sdService, got, want)
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st, res := h.show(sdPath, "ActiveState"), h.show(sdPath, "Result"); st != "active" || res != "success" {
+		h.t.Fatalf("%s: %s is %s (Result=%s)", what, sdPath, st, res)
+	}
+}
+
+// sdWait polls cond until it holds or timeout passes; cond's second value
+// says what it saw, for the failure message.
+func sdWait(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (last seen: %s)", timeout, what, seen)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sdWrite writes a file.
+func sdWrite(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSystemdPathUnitDoesNotLoopAndCatchesLateTriggers drives the shipped
+// path/service pair (with the fake executor, whose gate holds a job) and
+// counts the service's starts.
+func TestSystemdPathUnitDoesNotLoopAndCatchesLateTriggers(t *testing.T) {
+	testtool.Require(t, "sh", "mktemp", "mv")
+	sd := systemdtest.Start(t)
+	dir := t.TempDir()
+	h := sdNewHost(t, sd, dir, bins.fake, "CONCIERGE_FAKE_DIR="+filepath.Join(dir, "fake"))
+	state := filepath.Join(dir, "state")
+
+	// A stray file that was there before: the path unit starts and waits;
+	// the file never starts the service (DirectoryNotEmpty= would loop).
+	sdWrite(t, filepath.Join(state, "notes.txt"), "operator's notes\n")
+	h.installPathPair()
+	h.steady("stray notes.txt, no trigger", 0)
+
+	// One trigger, dropped as an operator does: one start, one job.
+	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s).csv")
+	h.settled("the first trigger to be built", 30*time.Second, func() bool { return h.fakeEnds() == 1 })
+	if h.starts() != 1 {
+		t.Fatalf("one trigger: %d starts, want 1", h.starts())
+	}
+	h.steady("after one trigger", 1)
+
+	// A stray file created while the path unit waits: at most one run
+	// that finds nothing to do, never a loop. (systemd 252 with both
+	// PathModified= and PathExistsGlob= starts that run only sometimes:
+	// seen both ways on this machine.)
+	before := h.starts()
+	sdWrite(t, filepath.Join(state, "notes-2.txt"), "more notes\n")
+	for end := time.Now().Add(time.Second); time.Now().Before(end) && h.starts() == before; {
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.settled("the path unit to wait again after notes-2.txt", 10*time.Second, func() bool { return true })
+	strayRuns := h.starts() - before
+	if strayRuns > 1 {
+		t.Fatalf("a stray file started the service %d times, want at most 1", strayRuns)
+	}
+	t.Logf("a stray file created while waiting started %d run(s)", strayRuns)
+	h.steady("after a stray file", before+strayRuns)
+
+	// A trigger dropped while a job runs is taken in by the same run: one
+	// start for the whole batch, one follow-up job.
+	before = h.starts()
+	sdWrite(t, filepath.Join(dir, "fake", "gate"), "")
+	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s%N).csv")
+	sdWait(t, "the job to hold at the gate", 20*time.Second, func() (bool, string) {
+		return h.count("fake") >= 3, fmt.Sprintf("fake dir has %d entries", h.count("fake")) // runs.jsonl, gate, running-<id>
+	})
+	h.trigger("type=main,tenant=second,command=build", "build-$(date +%s%N).csv")
+	if got := h.triggers(); len(got) != 1 || h.show(sdService, "ActiveState") != "activating" {
+		t.Fatalf("while the job holds: triggers %q, service %s", got, h.show(sdService, "ActiveState"))
+	}
+	os.Remove(filepath.Join(dir, "fake", "gate"))
+	h.settled("the job and its follow-up", 30*time.Second, func() bool { return h.fakeEnds() == 3 })
+	if got := h.starts() - before; got != 1 {
+		t.Fatalf("a trigger during a run: %d starts for the batch, want 1", got)
+	}
+	h.steady("after a trigger during a run", before+1)
+
+	// A file that lands after concierge's last scan, while the unit is
+	// still active (ExecStartPost= moves it in): systemd 252 does not act
+	// on PathModified= events of a running unit (systemd issue 5770)...
+	before = h.starts()
+	sdWrite(t, filepath.Join(dir, "late", "late-notes.txt"), "late notes\n")
+	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s%N).csv")
+	h.settled("a run that ends with a late stray file", 30*time.Second, func() bool { return h.fakeEnds() == 4 })
+	if _, err := os.Stat(filepath.Join(state, "late-notes.txt")); err != nil {
+		t.Fatalf("ExecStartPost= did not move the late file: %v", err)
+	}
+	if got := h.starts() - before; got != 1 {
+		t.Fatalf("a late stray file: %d starts, want 1", got)
+	}
+	h.steady("after a late stray file", before+1)
+
+	// ...but it re-checks PathExistsGlob= when the service ends: a late
+	// trigger starts the service once more and is built.
+	before = h.starts()
+	sdWrite(t, filepath.Join(dir, "late", "build-late.csv"), "type=main,tenant=late,command=build\n")
+	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s%N).csv")
+	h.settled("a run that ends with a late trigger, and the next run", 30*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(dir, "late", "build-late.csv"))
+		return os.IsNotExist(err) && h.fakeEnds() == 6
+	})
+	if got := h.starts() - before; got != 2 {
+		t.Fatalf("a late trigger: %d starts, want 2", got)
+	}
+	h.steady("after a late trigger", before+2)
+	var late bool
+	for _, j := range h.jobs() {
+		if len(j.Triggers) == 1 && j.Triggers[0] == "build-late.csv" {
+			late = j.State == queue.Succeeded
+		}
+	}
+	if !late {
+		t.Fatalf("no succeeded job for build-late.csv: %+v", h.jobs())
+	}
+
+	// Quick runs in a row (each batch dropped once the last run is over)
+	// stay below the service's start limit: with systemd's default (5 in
+	// 10s) the 6th start is refused and the path unit fails for good
+	// (unit-start-limit-hit).
+	before, ends := h.starts(), h.fakeEnds()
+	for i := 1; i <= 7; i++ {
+		h.trigger("type=main,tenant=default,command=build", "build-$(date +%s%N).csv")
+		h.settled(fmt.Sprintf("quick run %d of 7", i), 20*time.Second, func() bool { return h.fakeEnds() == ends+i })
+	}
+	if got := h.starts() - before; got != 7 {
+		t.Fatalf("7 quick batches: %d starts, want 7", got)
+	}
+	h.steady("after 7 quick runs", before+7)
+}
+
+// TestSystemdWatchServiceNotifyWatchdogAndStop runs the shipped
+// concierge.service (`concierge watch`, Type=notify) with the fake
+// executor and WatchdogSec=2s instead of 60s.
+func TestSystemdWatchServiceNotifyWatchdogAndStop(t *testing.T) {
+	testtool.Require(t, "sh")
+	sd := systemdtest.Start(t)
+	dir := t.TempDir()
+	h := sdNewHost(t, sd, dir, bins.fake, "CONCIERGE_FAKE_DIR="+filepath.Join(dir, "fake"))
+	text := h.render(sdWatch)
+	if !strings.Contains(text, "\nWatchdogSec=60s\n") || !strings.Contains(text, "\nType=notify\n") {
+		t.Fatalf("concierge.service is not Type=notify with WatchdogSec=60s:\n%s", text)
+	}
+	sd.InstallUnit(sdWatch, strings.Replace(text, "\nWatchdogSec=60s\n", "\nWatchdogSec=2s\n", 1))
+	t.Cleanup(func() { sd.Systemctl("stop", sdWatch) })
+
+	// `systemctl start` of a Type=notify unit returns once READY=1 came.
+	if out, err := sd.Systemctl("start", sdWatch); err != nil {
+		t.Fatalf("start: %v\n%s", err, out)
+	}
+	if st, sub := h.show(sdWatch, "ActiveState"), h.show(sdWatch, "SubState"); st != "active" || sub != "running" {
+		t.Fatalf("after start: %s/%s, want active/running", st, sub)
+	}
+	sdWait(t, "StatusText=idle", 10*time.Second, func() (bool, string) {
+		s := h.show(sdWatch, "StatusText")
+		return s == "idle", s
+	})
+
+	// The keep-alives keep it up over more than two watchdog periods.
+	pid := h.show(sdWatch, "MainPID")
+	wd := h.show(sdWatch, "WatchdogTimestampMonotonic")
+	if h.show(sdWatch, "WatchdogUSec") != "2s" {
+		t.Fatalf("WatchdogUSec=%s, want 2s", h.show(sdWatch, "WatchdogUSec"))
+	}
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		st, p, n := h.show(sdWatch, "ActiveState"), h.show(sdWatch, "MainPID"), h.show(sdWatch, "NRestarts")
+		if st != "active" || p != pid || n != "0" {
+			t.Fatalf("with WatchdogSec=2s: %s, MainPID %s (was %s), NRestarts %s", st, p, pid, n)
+		}
+	}
+	if now := h.show(sdWatch, "WatchdogTimestampMonotonic"); now == wd || now == "0" {
+		t.Fatalf("no keep-alive received: WatchdogTimestampMonotonic %s → %s", wd, now)
+	}
+
+	// A trigger is built; STATUS= names the job while it runs.
+	sdWrite(t, filepath.Join(dir, "fake", "gate"), "")
+	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s).csv")
+	id := sdRunningJob(t, dir, nil)
+	sdWait(t, "StatusText naming the job", 10*time.Second, func() (bool, string) {
+		s := h.show(sdWatch, "StatusText")
+		return strings.Contains(s, id) && strings.Contains(s, "build main"), s
+	})
+	os.Remove(filepath.Join(dir, "fake", "gate"))
+	sdWait(t, "the job to finish and StatusText=idle", 20*time.Second, func() (bool, string) {
+		s := h.show(sdWatch, "StatusText")
+		return h.fakeEnds() == 1 && s == "idle" && len(h.triggers()) == 0, s
+	})
+
+	// Stopped while a job holds: concierge cancels the step, the job is
+	// pending again, and it exits 0 well before TimeoutStopSec=.
+	sdWrite(t, filepath.Join(dir, "fake", "gate"), "")
+	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s%N).csv")
+	id2 := sdRunningJob(t, dir, map[string]bool{id: true})
+	if out, err := sd.Systemctl("stop", "--no-block", sdWatch); err != nil {
+		t.Fatalf("stop: %v\n%s", err, out)
+	}
+	sdWait(t, "concierge.service to stop", 20*time.Second, func() (bool, string) {
+		st := h.show(sdWatch, "ActiveState")
+		return st == "inactive" || st == "failed", st
+	})
+	// ExecMainStatus is the exit status, or the signal for a process
+	// killed (ExecMainCode 2, 3): 0 means it exited 0 by itself.
+	if st, res, code, status := h.show(sdWatch, "ActiveState"), h.show(sdWatch, "Result"),
+		h.show(sdWatch, "ExecMainCode"), h.show(sdWatch, "ExecMainStatus"); st != "inactive" || res != "success" || status != "0" || code == "2" || code == "3" {
+		t.Fatalf("after stop: ActiveState=%s Result=%s ExecMainCode=%s ExecMainStatus=%s; want inactive, success, exit status 0",
+			st, res, code, status)
+	}
+	for _, j := range h.jobs() {
+		if j.ID == id2 && j.State != queue.Pending {
+			t.Fatalf("job interrupted by stop is %s, want pending", j.State)
+		}
+	}
+}
+
+// sdRunningJob waits for the fake executor to hold a job at its gate that
+// is not in seen, and returns its id.
+func sdRunningJob(t *testing.T, dir string, seen map[string]bool) string {
+	t.Helper()
+	var id string
+	sdWait(t, "a job to hold at the gate", 20*time.Second, func() (bool, string) {
+		entries, _ := os.ReadDir(filepath.Join(dir, "fake"))
+		for _, e := range entries {
+			if s, ok := strings.CutPrefix(e.Name(), "running-"); ok && !seen[s] {
+				id = s
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d entries in fake/", len(entries))
+	})
+	return id
+}
+
+// sdFreePorts returns n distinct free loopback ports.
+func sdFreePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var out []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		out = append(out, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return out
+}
+
+// sdToolEnv is what the build tools need, for the installer's steps the
+// test runs and for the service (through concierge.env): the test's PATH
+// and HOME, its warm GOCACHE, no network.
+func sdToolEnv(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOCACHE", "GOPATH", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatalf("go env: %v", err)
+	}
+	g := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(g) != 3 {
+		t.Fatalf("go env printed %q", out)
+	}
+	home := os.Getenv("HOME")
+	if home == "" {
+		home = t.TempDir()
+	}
+	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home,
+		"GOCACHE=" + g[0], "GOPATH=" + g[1], "GOMODCACHE=" + g[2], "GOPROXY=off", "GOTOOLCHAIN=local", "GOFLAGS=",
+		"npm_config_update_notifier=false"}
+}
+
+func sdRun(t *testing.T, dir string, env []string, name string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(append([]string{}, env...), "CI=true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %s in %s: %v\n%s", name, strings.Join(args, " "), dir, err, out)
+	}
+}
+
+// sdGet returns the body of GET http://127.0.0.1:port/path.
+func sdGet(port int, path string) (string, error) {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://127.0.0.1:" + strconv.Itoa(port) + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return string(b), fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return strings.TrimSpace(string(b)), err
+}
+
+// sdJournal runs journalctl with args and returns its output.
+func sdJournal(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "journalctl", append([]string{"--no-pager", "-q"}, args...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0", "LC_ALL=C"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("journalctl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+// TestSystemdPathUnitBuildGoesLive is the operator's view of the shipped
+// path/service pair with the real concierge: a trigger dropped into
+// state/ builds the pushed backend, restarts it under the user manager,
+// reloads the frontend under pm2, and the journal has the job's lines.
+func TestSystemdPathUnitBuildGoesLive(t *testing.T) {
+	testtool.Require(t, "git", "go", "node", "pnpm", "pm2", "journalctl", "sh", "mktemp", "mv")
+	systemdtest.RequireJournal(t)
+	sd := systemdtest.Start(t)
+	pm := pm2test.Start(t)
+	ctx := context.Background()
+
+	site := fmt.Sprintf("sd%08x", rand.Uint32()) // a unit name no other test uses
+	ports := sdFreePorts(t, 2)
+	sb, err := sandbox.New(ctx, t.TempDir(), sandbox.Options{Sites: []string{site},
+		Ports: map[string][2]int{site: {ports[0], ports[1]}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := deploy.PathsFor(sb.Dir, site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tools := sdToolEnv(t)
+
+	// The host as the installer leaves it: v1 built and running, the
+	// backend as a unit of the (user) manager, the frontend under pm2.
+	sdRun(t, p.BackendSrc, tools, "go", "build", "-o", p.Binary, "./cmd/tractstack-go")
+	sdRun(t, p.FrontendSrc, tools, "pnpm", "install")
+	sdRun(t, p.FrontendSrc, tools, "pnpm", "build")
+	sd.InstallUnit("tractstack-go@.service", fmt.Sprintf("[Unit]\nDescription=tractstack-go %%i (test)\n\n[Service]\nExecStart=%s/sites/%%i/bin/tractstack-go --port %d\nRestart=no\n",
+		sb.Dir, ports[0]))
+	if out, err := sd.Systemctl("start", p.Unit); err != nil {
+		t.Fatalf("start %s: %v\n%s", p.Unit, err, out)
+	}
+	t.Cleanup(func() { sd.Systemctl("stop", p.Unit) })
+	pm.StartApp(p.Process, p.Entry, ports[1])
+	sdWait(t, "v1 to answer", 20*time.Second, func() (bool, string) {
+		v, err := sdGet(ports[0], "/api/v1/version")
+		return err == nil && v == "v1", fmt.Sprint(v, err)
+	})
+	fe, ok := pm.Get(p.Process)
+	if !ok {
+		t.Fatal("frontend not under pm2")
+	}
+
+	h := sdNewHost(t, sd, sb.Dir, bins.real, append(tools,
+		"PM2_HOME="+pm.Home(), "CONCIERGE_FRONTEND_UPDATE=", "CONCIERGE_HEALTH_TIMEOUT=20s", "CONCIERGE_STEP_TIMEOUT=2m")...)
+	h.installPathPair()
+	if _, err := sb.PushBackend(ctx, site, sandbox.BackendVersion("v2", true)); err != nil {
+		t.Fatal(err)
+	}
+	h.trigger("type=dedicated,site="+site+",command=build", "build-$(date +%s).csv")
+
+	sdWait(t, "v2 to answer", 2*time.Minute, func() (bool, string) {
+		v, err := sdGet(ports[0], "/api/v1/version")
+		return err == nil && v == "v2", fmt.Sprintf("%q %v; service %s", v, err, h.show(sdService, "ActiveState"))
+	})
+	h.settled("the run to end", time.Minute, func() bool { return true })
+	if n := h.starts(); n != 1 {
+		t.Fatalf("%d starts of %s for one trigger, want 1", n, sdService)
+	}
+	jobs := h.jobs()
+	if len(jobs) != 1 || jobs[0].State != queue.Succeeded || jobs[0].Target != "dedicated:"+site {
+		t.Fatalf("jobs: %+v", jobs)
+	}
+	job := jobs[0]
+	if after, ok := pm.Get(p.Process); !ok || after.RestartTime <= fe.RestartTime || after.Status != "online" {
+		t.Fatalf("pm2 reload through PM2_HOME from concierge.env: before %+v, after %+v", fe, after)
+	}
+	if v, err := sdGet(ports[1], "/"); err != nil || !strings.Contains(v, "frontend") {
+		t.Fatalf("frontend after reload: %q %v", v, err)
+	}
+
+	// `journalctl JOB_ID=<id>` finds the job's lines, readable.
+	var text string
+	sdWait(t, "the job's lines in the journal", 15*time.Second, func() (bool, string) {
+		text = sdJournal(t, "-o", "cat", "JOB_ID="+job.ID)
+		return strings.Contains(text, "job succeeded"), text
+	})
+	sdReadable(t, text)
+
+	// -o json carries the fields.
+	have := map[string]int{}
+	for _, e := range sdJournalJSON(t, "JOB_ID="+job.ID) {
+		if e["SYSLOG_IDENTIFIER"] != "t8k-concierge" {
+			t.Fatalf("entry without SYSLOG_IDENTIFIER=t8k-concierge: %v", e)
+		}
+		for _, k := range []string{"TARGET", "STEP", "DURATION_MS", "COMPONENT"} {
+			if _, ok := e[k]; ok {
+				have[k]++
+			}
+		}
+		if tg, ok := e["TARGET"]; ok && tg != job.Target {
+			t.Fatalf("TARGET=%v, want %s", tg, job.Target)
+		}
+		if d, ok := e["DURATION_MS"].(string); ok {
+			if _, err := strconv.ParseInt(d, 10, 64); err != nil {
+				t.Fatalf("DURATION_MS=%q is not a number", d)
+			}
+		}
+	}
+	for _, k := range []string{"TARGET", "STEP", "DURATION_MS"} {
+		if have[k] == 0 {
+			t.Fatalf("no journal entry of job %s has %s= (have %v)", job.ID, k, have)
+		}
+	}
+
+	// The unit's lines. journald files them by the process's cgroup; under
+	// this user manager that is /app.slice/<unit>, i.e. a system unit.
+	queries := [][]string{
+		{"-u", "t8k-build-watcher"},
+		{"--user-unit", "t8k-build-watcher"},
+		{"_SYSTEMD_USER_UNIT=" + sdService},
+		{"SYSLOG_IDENTIFIER=t8k-concierge"},
+	}
+	var found []string
+	for _, q := range queries {
+		out := sdJournal(t, append(append([]string{"-o", "cat"}, q...), "JOB_ID="+job.ID)...)
+		if strings.Contains(out, "job succeeded") {
+			sdReadable(t, out)
+			found = append(found, strings.Join(q, " "))
+		}
+	}
+	t.Logf("queries that find the job's lines: %q", found)
+	if len(found) == 0 || (found[0] != "-u t8k-build-watcher" && found[0] != "--user-unit t8k-build-watcher") {
+		// Unit metadata comes from the cgroup; where journald cannot
+		// attach it, SYSLOG_IDENTIFIER= is what finds the lines.
+		t.Logf("journald attached no unit metadata to the job's lines here")
+	}
+	if len(found) == 0 {
+		t.Fatalf("no query found job %s's lines", job.ID)
+	}
+
+	// The compat log file has them too.
+	data, err := os.ReadFile(filepath.Join(sb.Dir, "log", "concierge.log"))
+	if err != nil || !strings.Contains(string(data), job.ID) {
+		t.Fatalf("log/concierge.log does not name job %s: %v", job.ID, err)
+	}
+}
+
+// sdReadable checks journal text lines are messages, not JSON.
+func sdReadable(t *testing.T, text string) {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(text))
+	n := 0
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(strings.TrimSpace(l), "{") {
+			t.Fatalf("journal line is JSON, not a message: %s", l)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Fatal("no journal lines")
+	}
+}
+
+// sdJournalJSON returns the entries `journalctl -o json` prints.
+func sdJournalJSON(t *testing.T, matches ...string) []map[string]any {
+	t.Helper()
+	out := sdJournal(t, append([]string{"-o", "json"}, matches...)...)
+	var entries []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l == "" {
+			continue
+		}
+		var e map[string]any
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("journalctl -o json line %q: %v", l, err)
+		}
+		entries = append(entries, e)
+	}
+	if len(entries) == 0 {
+		t.Fatalf("no journal entries for %q", matches)
+	}
+	return entries
+}
