@@ -52,13 +52,14 @@ func New(cfg Config) *Builder {
 func (b *Builder) run(ctx context.Context, dir string, env []string, out io.Writer, name string, args ...string) error {
 	c := Command{Dir: dir, Name: name, Args: args, Env: env, Timeout: b.cfg.StepTimeout, Output: out}
 	start := time.Now()
-	b.log.Info().Str("dir", dir).Str("cmd", c.String()).Msg("run")
+	b.log.Info().Str("dir", dir).Str("cmd", c.String()).Msgf("run %s in %s", c.String(), dir)
 	err := Run(ctx, c)
 	ev := b.log.Info()
 	if err != nil {
 		ev = b.log.Warn().Err(err)
 	}
-	ev.Str("dir", dir).Str("cmd", c.String()).Int64("duration_ms", time.Since(start).Milliseconds()).Msg("ran")
+	took := time.Since(start)
+	ev.Str("dir", dir).Str("cmd", c.String()).Int64("duration_ms", took.Milliseconds()).Msgf("%s ended after %s", c.Name, took.Round(time.Millisecond))
 	return err
 }
 

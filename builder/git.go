@@ -179,7 +179,7 @@ func (b *Builder) pull(ctx context.Context, dir string, out io.Writer, skipDirty
 		// git resolves a relative path remote against the repository.
 		fetchURL = filepath.Join(dir, url)
 	}
-	log.Info().Str("remote", bc.Remote).Str("url", url).Str("branch", branch).Str("upstream", bc.Merge.String()).Msg("fetch")
+	log.Info().Str("remote", bc.Remote).Str("url", url).Str("branch", branch).Str("upstream", bc.Merge.String()).Msgf("fetch %s from %s", bc.Merge.Short(), url)
 	fmt.Fprintf(out, "fetching %s (%s) %s\n", bc.Remote, url, bc.Merge.Short())
 	err = remote.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: bc.Remote,
@@ -220,7 +220,7 @@ func (b *Builder) pull(ctx context.Context, dir string, out io.Writer, skipDirty
 	}
 	switch decideFastForward(res.Old, up.Hash().String(), headIsAnc, upIsAnc) {
 	case ffUpToDate:
-		log.Info().Str("old", res.Old).Str("new", res.New).Msg("already up to date")
+		log.Info().Str("old", res.Old).Str("new", res.New).Msgf("%s already up to date at %s", filepath.Base(dir), short(res.New))
 		fmt.Fprintf(out, "already up to date at %s\n", short(res.Old))
 		return res, nil
 	case ffLocalAhead:
@@ -245,7 +245,7 @@ func (b *Builder) pull(ctx context.Context, dir string, out io.Writer, skipDirty
 		return res, fmt.Errorf("fast-forward %s of %s to %s: %w", branch, dir, short(up.Hash().String()), err)
 	}
 	res.New = up.Hash().String()
-	log.Info().Str("old", res.Old).Str("new", res.New).Msg("fast-forwarded")
+	log.Info().Str("old", res.Old).Str("new", res.New).Msgf("%s fast-forwarded %s -> %s", filepath.Base(dir), short(res.Old), short(res.New))
 	fmt.Fprintf(out, "updating %s..%s (fast-forward)\n", short(res.Old), short(res.New))
 	return res, nil
 }

@@ -139,7 +139,7 @@ func (t *target) build(ctx context.Context) error {
 		back, err = b.PullBackend(ctx, t.p.BackendSrc, out)
 		if err == nil {
 			fmt.Fprintf(out, "backend %s -> %s\n", back.Old, back.New)
-			t.s.Log().Info().Str("old_commit", back.Old).Str("new_commit", back.New).Msg("pulled backend")
+			t.s.Log().Info().Str("old_commit", back.Old).Str("new_commit", back.New).Msgf("backend %s -> %s", back.Old, back.New)
 		}
 		return err
 	}); err != nil {
@@ -150,7 +150,7 @@ func (t *target) build(ctx context.Context) error {
 		front, err = b.PullFrontend(ctx, t.p.FrontendSrc, out)
 		if err == nil {
 			fmt.Fprintf(out, "frontend %s -> %s (skipped %t)\n", front.Old, front.New, front.Skipped)
-			t.s.Log().Info().Str("old_commit", front.Old).Str("new_commit", front.New).Bool("skipped", front.Skipped).Msg("pulled frontend")
+			t.s.Log().Info().Str("old_commit", front.Old).Str("new_commit", front.New).Bool("skipped", front.Skipped).Msgf("frontend %s -> %s (skipped %t)", front.Old, front.New, front.Skipped)
 		}
 		return err
 	}); err != nil {
