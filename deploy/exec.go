@@ -72,12 +72,35 @@ func (t *tail) Write(p []byte) (int, error) {
 
 func (t *tail) String() string { return string(t.b) }
 
-// ReloadFrontend reloads the target's pm2 process.
+// ReloadFrontend reloads the target's pm2 process. pm2 guards a reload
+// with a lock file in PM2_HOME that its CLI removes when the reload ends;
+// a CLI that died mid-reload (a concierge killed with SIGKILL closes the
+// CLI's output pipe, and the CLI dies on its next write) leaves the lock,
+// and pm2 then refuses every reload for 30 seconds. Concierge is the only
+// one reloading (it holds the run lock), so such a lock is stale: the
+// reload is run again with --force.
 func (d *Deployer) ReloadFrontend(ctx context.Context, p Paths, out io.Writer) error {
+	if out == nil {
+		out = io.Discard
+	}
 	args := append(append([]string{}, d.cfg.PM2[1:]...), "reload", p.Process)
 	d.cfg.Log.Info().Str("process", p.Process).Strs("cmd", append([]string{d.cfg.PM2[0]}, args...)).Msg("reload frontend")
-	if err := d.cfg.Run(ctx, "", d.cfg.PM2[0], args, d.cfg.Env, d.cfg.StepTimeout, out); err != nil {
+	var buf tail
+	err := d.cfg.Run(ctx, "", d.cfg.PM2[0], args, d.cfg.Env, d.cfg.StepTimeout, io.MultiWriter(out, &buf))
+	if err != nil && ReloadLocked(buf.String()) {
+		args = append(args, "--force")
+		d.cfg.Log.Warn().Str("process", p.Process).Strs("cmd", append([]string{d.cfg.PM2[0]}, args...)).
+			Msg("pm2 reload lock left by an interrupted reload; reloading with --force")
+		err = d.cfg.Run(ctx, "", d.cfg.PM2[0], args, d.cfg.Env, d.cfg.StepTimeout, out)
+	}
+	if err != nil {
 		return fmt.Errorf("reload %s: %w", p.Process, err)
 	}
 	return nil
+}
+
+// ReloadLocked reports whether pm2's output says a reload was refused
+// because another one holds its reload lock.
+func ReloadLocked(msg string) bool {
+	return strings.Contains(msg, "Reload already in progress")
 }

@@ -235,3 +235,15 @@ func TestStartLimited(t *testing.T) {
 		}
 	}
 }
+
+func TestReloadLocked(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"[PM2][ERROR] Reload already in progress, please try again in 27 seconds or use --force": true,
+		"[PM2] Applying action reloadProcessId on app [astro-main](ids: [ 0 ])":                  false,
+		"[PM2][ERROR] Process or Namespace astro-main not found":                                 false,
+	} {
+		if got := ReloadLocked(msg); got != want {
+			t.Errorf("ReloadLocked(%q) = %v, want %v", msg, got, want)
+		}
+	}
+}
