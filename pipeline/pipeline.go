@@ -262,13 +262,13 @@ func (t *target) restartAndCheck(ctx context.Context, onFailure string) error {
 		if onFailure == "" {
 			return err
 		}
-		return t.rollbackAfter(ctx, fmt.Errorf("backend unhealthy after restart: %w", err), false)
+		return t.rollbackAfter(ctx, fmt.Errorf("backend unhealthy after restart: %w", err))
 	}
 	if err := t.frontend(ctx, StepReloadFrontend, StepHealthFrontend); err != nil {
 		if onFailure == "" {
 			return err
 		}
-		return t.rollbackAfter(ctx, fmt.Errorf("frontend unhealthy after reload: %w", err), true)
+		return t.rollbackAfter(ctx, fmt.Errorf("frontend unhealthy after reload: %w", err))
 	}
 	return nil
 }
@@ -313,9 +313,11 @@ func (t *target) tenants() []string {
 }
 
 // rollbackAfter brings the previous release (binary and dist) back after
-// cause. The backend is restarted and checked; the frontend is reloaded
-// only when it had been reloaded with the new release.
-func (t *target) rollbackAfter(ctx context.Context, cause error, frontendReloaded bool) error {
+// cause, restarts and checks the backend, then reloads and checks the
+// frontend. The reload happens even when this attempt had not reloaded
+// the frontend yet: an earlier attempt, killed after its swap, may have,
+// and pm2 must serve the dist that is on disk.
+func (t *target) rollbackAfter(ctx context.Context, cause error) error {
 	if ctx.Err() != nil {
 		// Shutting down: the runner re-runs the job, whose Recover and
 		// build settle the target.
@@ -336,10 +338,8 @@ func (t *target) rollbackAfter(ctx context.Context, cause error, frontendReloade
 	if err := t.backend(ctx, StepRestartBackendPrevious, StepHealthBackendPrevious); err != nil {
 		return fmt.Errorf("%w, but the previous release is not healthy either: %w", rolled, err)
 	}
-	if frontendReloaded {
-		if err := t.frontend(ctx, StepReloadFrontendPrevious, StepHealthFrontendPrevious); err != nil {
-			return fmt.Errorf("%w, but the previous frontend is not healthy either: %w", rolled, err)
-		}
+	if err := t.frontend(ctx, StepReloadFrontendPrevious, StepHealthFrontendPrevious); err != nil {
+		return fmt.Errorf("%w, but the previous frontend is not healthy either: %w", rolled, err)
 	}
 	return rolled
 }

@@ -287,11 +287,13 @@ func TestUnhealthyBackendRollsBack(t *testing.T) {
 		t.Fatalf("live %q %q", b, d)
 	}
 	steps := strings.Join(s.stepList(), ",")
-	if !strings.HasSuffix(steps, "restart-backend,health-backend,rollback,restart-backend-previous,health-backend-previous") {
+	if !strings.HasSuffix(steps, "restart-backend,health-backend,rollback,restart-backend-previous,health-backend-previous,reload-frontend-previous,health-frontend-previous") {
 		t.Fatalf("steps %s", steps)
 	}
-	if strings.Contains(strings.Join(h.ran, "|"), "pm2") {
-		t.Fatalf("frontend reloaded with the new release: %v", h.ran)
+	// The frontend is never reloaded with the new release, only with the
+	// previous one, after the rollback.
+	if n := strings.Count(strings.Join(h.ran, "|"), "pm2 reload"); n != 1 || !strings.HasPrefix(h.ran[len(h.ran)-1], "pm2 reload") {
+		t.Fatalf("calls %v; want one pm2 reload, the last call", h.ran)
 	}
 }
 
