@@ -19,12 +19,14 @@ trap cleanup EXIT
 # One journald for the whole run (tests that read the journal need it; a
 # journald per test would fight over its socket). Only when none runs, as
 # root, on a machine that has it; stopped by its pid at the end.
-if [ "$(id -u)" = 0 ] && [ -x /lib/systemd/systemd-journald ] && [ ! -S /run/systemd/journal/socket ]; then
+# A socket left by a journald that was killed does not count: ask it.
+journald_up() { systemd-cat -t concierge-test true 2>/dev/null; }
+if [ "$(id -u)" = 0 ] && [ -x /lib/systemd/systemd-journald ] && ! journald_up; then
 	mkdir -p /run/systemd/journal /run/systemd/system
 	setsid /lib/systemd/systemd-journald </dev/null >/dev/null 2>&1 &
 	started_journald=$!
 	for _ in $(seq 1 100); do
-		[ -S /run/systemd/journal/socket ] && break
+		journald_up && break
 		sleep 0.1
 	done
 fi

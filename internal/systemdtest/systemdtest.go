@@ -8,8 +8,8 @@ package systemdtest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,13 +195,14 @@ func (m *Manager) MainPID(unit string) int {
 // listening on its socket; the test script starts one for all tests.
 func RequireJournal(t testing.TB) {
 	t.Helper()
-	fi, err := os.Stat(JournalSocket)
-	if err != nil || fi.Mode()&os.ModeSocket == 0 {
-		if err == nil {
-			err = errors.New("not a socket")
-		}
-		testtool.Missing(t, "journald is not running ("+JournalSocket+": "+err.Error()+")")
+	// A socket file left by a journald that was killed refuses the
+	// connection; only a live journald accepts it.
+	conn, err := net.Dial("unixgram", JournalSocket)
+	if err != nil {
+		testtool.Missing(t, "journald is not running ("+err.Error()+")")
+		return
 	}
+	conn.Close()
 }
 
 // lockPath serialises private managers across test processes.
