@@ -41,7 +41,8 @@ func (d *Deployer) RestartBackend(ctx context.Context, p Paths, out io.Writer) e
 // tail of the child's output.
 func (d *Deployer) systemctl(ctx context.Context, out io.Writer, args ...string) error {
 	full := append(append([]string{}, d.cfg.Systemctl[1:]...), args...)
-	d.cfg.Log.Info().Strs("cmd", append([]string{d.cfg.Systemctl[0]}, full...)).Msg("systemctl")
+	cmd := append([]string{d.cfg.Systemctl[0]}, full...)
+	d.cfg.Log.Info().Strs("cmd", cmd).Msg(strings.Join(cmd, " "))
 	var buf tail
 	err := d.cfg.Run(ctx, "", d.cfg.Systemctl[0], full, d.cfg.Env, d.cfg.StepTimeout, io.MultiWriter(out, &buf))
 	if err != nil {
@@ -84,7 +85,8 @@ func (d *Deployer) ReloadFrontend(ctx context.Context, p Paths, out io.Writer) e
 		out = io.Discard
 	}
 	args := append(append([]string{}, d.cfg.PM2[1:]...), "reload", p.Process)
-	d.cfg.Log.Info().Str("process", p.Process).Strs("cmd", append([]string{d.cfg.PM2[0]}, args...)).Msg("reload frontend")
+	d.cfg.Log.Info().Str("process", p.Process).Strs("cmd", append([]string{d.cfg.PM2[0]}, args...)).
+		Msgf("reload frontend: %s", strings.Join(append([]string{d.cfg.PM2[0]}, args...), " "))
 	var buf tail
 	err := d.cfg.Run(ctx, "", d.cfg.PM2[0], args, d.cfg.Env, d.cfg.StepTimeout, io.MultiWriter(out, &buf))
 	if err != nil && ReloadLocked(buf.String()) {

@@ -129,7 +129,7 @@ func (d *Deployer) Prune(p Paths) error {
 		return err
 	}
 	for _, r := range PruneList(rs, d.cfg.Keep) {
-		d.cfg.Log.Info().Str("release", r.ID).Msg("prune release")
+		d.cfg.Log.Info().Str("release", r.ID).Msgf("prune release %s", r.ID)
 		// Renamed out of the history first, so that a crash mid-delete
 		// leaves no half release that a rollback could pick.
 		trash := filepath.Join(p.Releases, ".prune-"+r.ID)

@@ -131,7 +131,7 @@ func (d *Deployer) Recover(ctx context.Context, p Paths) (Action, error) {
 	}
 	act := Decide(f)
 	if act != ActNone {
-		d.cfg.Log.Warn().Str("root", p.Root).Str("action", string(act)).Str("phase", f.Phase).Bool("new_binary", f.NewBinary).Msg("recover interrupted deploy")
+		d.cfg.Log.Warn().Str("root", p.Root).Str("action", string(act)).Str("phase", f.Phase).Bool("new_binary", f.NewBinary).Msgf("recover interrupted deploy in %s: %s", p.Root, act)
 	}
 	switch act {
 	case ActNone:

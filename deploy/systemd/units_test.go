@@ -349,6 +349,8 @@ func TestPolkitRule(t *testing.T) {
 		{manage, "t8k", map[string]string{"unit": "tractstack-go.service", "verb": "start"}, false},
 		{manage, "t8k", map[string]string{"unit": "tractstack-go@acme.service", "verb": "reload-or-restart"}, false},
 		{manage, "t8k", map[string]string{"unit": "tractstack-go.service", "verb": "kill"}, false},
+		{manage, "t8k", map[string]string{"unit": "tractstack-go@acme.service", "verb": "reset-failed"}, true},
+		{manage, "t8k", map[string]string{"unit": "sshd.service", "verb": "reset-failed"}, false},
 		{manage, "t8k", map[string]string{"unit": "tractstack-go.service"}, false},
 		// Other users and actions.
 		{manage, "www-data", restart("tractstack-go.service"), false},
@@ -494,6 +496,8 @@ func TestSudoersRule(t *testing.T) {
 		{[]string{"restart", "tractstack-goXservice"}, false, true},
 		{[]string{"restart", "tractstack-go", "--", "sshd"}, false, true},
 		{[]string{"restart", "tractstack-go.service", "--no-block"}, false, true},
+		{[]string{"reset-failed", "tractstack-go@acme.service"}, true, false},
+		{[]string{"reset-failed", "sshd.service"}, false, false},
 		{[]string{"stop", "tractstack-go.service"}, false, false},
 		{[]string{"start", "tractstack-go.service"}, false, false},
 		{[]string{"restart", "sshd.service"}, false, false},
