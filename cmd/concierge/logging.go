@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/rs/zerolog"
@@ -71,13 +72,31 @@ func newLogger(c *Config, env map[string]string, stderr io.Writer, withFile bool
 }
 
 func autoFormat(env map[string]string, stderr io.Writer) string {
-	if env["JOURNAL_STREAM"] != "" {
+	if isJournalStream(env["JOURNAL_STREAM"], stderr) {
 		return "journald"
 	}
 	if isTerminal(stderr) {
 		return "console"
 	}
 	return "json"
+}
+
+// isJournalStream reports whether stderr is the stream systemd connected
+// to the journal: JOURNAL_STREAM holds its device and inode, and a child
+// that inherited the variable but writes elsewhere must not log natively.
+func isJournalStream(journalStream string, stderr io.Writer) bool {
+	if journalStream == "" {
+		return false
+	}
+	f, ok := stderr.(*os.File)
+	if !ok {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return journalStream == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 }
 
 func isTerminal(w io.Writer) bool {
