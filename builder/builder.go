@@ -96,6 +96,26 @@ func (b *Builder) BuildBackend(ctx context.Context, srcDir, outPath string, out 
 // install`, `pnpm build`, and a check that dist/ exists. pnpm runs with
 // CI=true so that it never prompts.
 func (b *Builder) BuildFrontend(ctx context.Context, srcDir string, out io.Writer) error {
+	return b.withStepTimeout(ctx, "frontend build", func(ctx context.Context) error {
+		return b.buildFrontend(ctx, srcDir, out)
+	})
+}
+
+// withStepTimeout bounds a whole step by the step timeout: a step may run
+// several children (pnpm up, install, build) or work in this process (a
+// pull with go-git), and each child's own timeout alone would let the step
+// take a multiple of it, or forever for a remote that never answers.
+func (b *Builder) withStepTimeout(ctx context.Context, what string, fn func(ctx context.Context) error) error {
+	sctx, cancel := context.WithTimeout(ctx, b.cfg.StepTimeout)
+	defer cancel()
+	err := fn(sctx)
+	if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%s timed out after %s: %w (%w)", what, b.cfg.StepTimeout, ErrTimeout, err)
+	}
+	return err
+}
+
+func (b *Builder) buildFrontend(ctx context.Context, srcDir string, out io.Writer) error {
 	env := setenv(b.cfg.Env, "CI", "true")
 	if pkg := b.cfg.FrontendUpdate; pkg != "" {
 		has, err := hasDependency(filepath.Join(srcDir, "package.json"), pkg)

@@ -80,7 +80,11 @@ func openRepo(dir string) (*git.Repository, error) {
 // that names the repository and says what to do. Nothing is reset or
 // stashed. Already up to date is success with Old==New.
 func (b *Builder) PullBackend(ctx context.Context, dir string, out io.Writer) (PullResult, error) {
-	res, err := b.pull(ctx, dir, out, false)
+	var res PullResult
+	err := b.withStepTimeout(ctx, "pull", func(ctx context.Context) (err error) {
+		res, err = b.pull(ctx, dir, out, false)
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("pull %s: %w", dir, err)
 	}
@@ -91,7 +95,11 @@ func (b *Builder) PullBackend(ctx context.Context, dir string, out io.Writer) (P
 // repository (the installer makes it with `pnpm create astro`): then, or
 // when its tracked files have local changes, it is Skipped with a Note.
 func (b *Builder) PullFrontend(ctx context.Context, dir string, out io.Writer) (PullResult, error) {
-	res, err := b.pull(ctx, dir, out, true)
+	var res PullResult
+	err := b.withStepTimeout(ctx, "pull", func(ctx context.Context) (err error) {
+		res, err = b.pull(ctx, dir, out, true)
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("pull %s: %w", dir, err)
 	}

@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -473,5 +474,50 @@ func TestHeadCommitErrors(t *testing.T) {
 	}
 	if got, err := HeadCommit(dir); err == nil {
 		t.Errorf("HeadCommit of a repository without commits = %q, nil; want an error", got)
+	}
+}
+
+// TestPullFromARemoteThatNeverAnswersTimesOut: a remote that accepts the
+// connection and then says nothing must not hold the queue forever.
+func TestPullFromARemoteThatNeverAnswersTimesOut(t *testing.T) {
+	t.Parallel()
+	h := newHome(t, sandbox.Options{})
+	src := h.BackendSrc("")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // accepted and never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	if err := sandbox.Git(context.Background(), src, "remote", "set-url", "origin", "http://"+ln.Addr().String()+"/tractstack-go.git"); err != nil {
+		t.Fatal(err)
+	}
+	b := New(Config{Env: testEnv(), StepTimeout: time.Second, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.PullBackend(context.Background(), src, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "pull timed out after 1s") {
+			t.Fatalf("error = %v; want a step timeout", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pull is still waiting on a remote that never answers")
 	}
 }

@@ -63,6 +63,9 @@ type Job struct {
 	// Attempts counts how often a runner claimed the job; more than one
 	// means it was recovered after a crash or a shutdown.
 	Attempts int `json:"attempts"`
+	// Interrupted counts how often a concierge found the job running
+	// after the one running it died; see MaxInterrupted.
+	Interrupted int `json:"interrupted,omitempty"`
 	// RetryOf names the job a `concierge retry` copied.
 	RetryOf string `json:"retry_of,omitempty"`
 }

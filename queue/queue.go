@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,7 @@ type Queue struct {
 	byTrigger map[string][]string // trigger identity (see identity) → ids of jobs it went into
 	entropy   *ulid.MonotonicEntropy
 	changed   chan struct{} // closed and replaced when a job becomes pending
+	stale     bool          // a write failed; reload from disk before going on
 }
 
 // Open loads the records in cfg.DataDir. The caller must hold the run
@@ -80,20 +82,75 @@ func Open(cfg Config) (*Queue, error) {
 	for _, j := range jobs {
 		q.index(j, j.identities()...)
 		if j.State == Running {
-			j.State = Pending
-			markInterrupted(j, "interrupted: concierge stopped during this step")
+			recoverRunning(j, cfg.Now().UTC())
 			if err := st.Save(j); err != nil {
 				return nil, err
 			}
-			cfg.Log.Warn().Str("job_id", j.ID).Str("target", j.Target).Int("attempts", j.Attempts).
-				Msg("job was running when concierge last stopped; queued to run again")
+			if j.State == Failed {
+				cfg.Log.Error().Str("job_id", j.ID).Str("target", j.Target).Int("interrupted", j.Interrupted).Msg(j.Error)
+			} else {
+				cfg.Log.Warn().Str("job_id", j.ID).Str("target", j.Target).Int("attempts", j.Attempts).
+					Msg("job was running when concierge last stopped; queued to run again")
+			}
 		}
 	}
 	return q, nil
 }
 
+// freshLocked makes what the queue holds in memory what is on disk again
+// after a write failed part way (q.stale): a record that was written lists
+// its triggers (so they count as taken in), one that was not leaves its
+// triggers to be taken in again. While the records cannot be read the
+// queue stays stale and refuses to take in or hand out work, so memory
+// never runs ahead of the disk. q.mu must be held.
+func (q *Queue) freshLocked() error {
+	if !q.stale {
+		return nil
+	}
+	jobs, problems, err := q.store.Load()
+	if err != nil {
+		return fmt.Errorf("reload job records after a failed write: %w", err)
+	}
+	q.stale = false
+	for _, p := range problems {
+		q.cfg.Log.Warn().Err(p).Msg("unreadable job record left alone")
+	}
+	q.jobs = jobs
+	q.byTrigger = map[string][]string{}
+	pending := false
+	for _, j := range jobs {
+		q.index(j, j.identities()...)
+		pending = pending || j.State == Pending
+	}
+	if pending {
+		q.signal()
+	}
+	return nil
+}
+
 // Store is the queue's store.
 func (q *Queue) Store() *Store { return q.store }
+
+// MaxInterrupted is how many times a job may be found running by a new
+// concierge (the one before died, or the host rebooted) before it is
+// failed instead of run again: a job that kills concierge every time must
+// not loop.
+const MaxInterrupted = 3
+
+// recoverRunning decides what becomes of a job a dead process left
+// running: pending again, or failed once it was interrupted too often.
+func recoverRunning(j *Job, now time.Time) {
+	j.Interrupted++
+	markInterrupted(j, "interrupted: concierge stopped during this step")
+	if j.Interrupted >= MaxInterrupted {
+		j.State = Failed
+		j.FinishedAt = &now
+		j.Error = fmt.Sprintf("interrupted %d times while running (concierge died or the host rebooted each time); "+
+			"not run again by itself: see concierge logs %s, then concierge retry %s", j.Interrupted, j.ID, j.ID)
+		return
+	}
+	j.State = Pending
+}
 
 // markInterrupted closes the steps an interrupted attempt left open.
 func markInterrupted(j *Job, why string) {
@@ -127,20 +184,30 @@ type IntakeResult struct {
 	Known    int      // triggers already taken in by an earlier, interrupted intake
 }
 
-// Intake turns trigger files into job records, in name order (arrival
-// order). Each job record is written durably before its trigger is
+// Intake turns trigger files into job records, in arrival order (see
+// SortArrival). Each job record is written durably before its trigger is
 // removed, so a crash in between leaves a trigger that the next intake
-// recognises by name and only removes. Rejected triggers are moved aside
-// with their reason and recorded as rejected jobs. An error here is an I/O
-// error on the data directory; triggers it did not finish stay in place.
-func (q *Queue) Intake(files []Incoming) (IntakeResult, error) {
+// recognises and only removes. Rejected triggers are moved aside with
+// their reason and recorded as rejected jobs. An error here is an I/O
+// error on the data directory; triggers it did not finish stay in place,
+// and the queue reloads its records from disk, so what it holds in memory
+// never runs ahead of what is on disk.
+func (q *Queue) Intake(files []Incoming) (res IntakeResult, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if err := q.freshLocked(); err != nil {
+		return res, err
+	}
+	defer func() {
+		if err != nil {
+			q.stale = true
+			q.freshLocked() //nolint:errcheck // a failed reload keeps it stale for the next call
+		}
+	}()
 	files = slices.Clone(files)
-	sort.Slice(files, func(a, b int) bool { return files[a].Name < files[b].Name })
+	SortArrival(files, func(f Incoming) string { return f.Name })
 
 	var (
-		res      IntakeResult
 		touched  []*Job // records to write before any trigger goes
 		remove   []string
 		setAside = map[string]*Job{} // trigger name → its rejected record
@@ -251,17 +318,22 @@ func (q *Queue) setAside(name string, j *Job) error {
 }
 
 // assign places one accepted trigger's requests: each merges into the
-// pending job with the same target and command, or starts a new job. A
-// running job never absorbs a trigger. It returns the jobs it created and
-// those it merged into; it mutates them and nothing else.
+// newest pending job of its target when that job has the same command,
+// and otherwise starts a new job. A running job never absorbs a trigger,
+// and a trigger never jumps over a newer pending job of its target: a
+// build that arrives after a pending rollback runs after it. It returns
+// the jobs it created and those it merged into; it mutates them and
+// nothing else.
 func assign(jobs []*Job, trigger, id string, reqs []Request, create func(Request) *Job) (created, merged []*Job) {
 	for _, r := range reqs {
 		var j *Job
 		for _, c := range jobs {
-			if c.State == Pending && c.Target == r.Target() && c.Command == r.Command {
-				j = c
-				break
+			if c.State == Pending && c.Target == r.Target() {
+				j = c // the newest pending job of the target wins
 			}
+		}
+		if j != nil && j.Command != r.Command {
+			j = nil
 		}
 		if j == nil {
 			j = create(r)
@@ -350,6 +422,9 @@ func (q *Queue) Changed() <-chan struct{} {
 func (q *Queue) Claim() (Job, bool, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if err := q.freshLocked(); err != nil {
+		return Job{}, false, err
+	}
 	var next *Job
 	for _, j := range q.jobs {
 		if j.State == Running {
@@ -527,4 +602,53 @@ func WriteTrigger(stateDir string, lines []string, now time.Time) (string, error
 // IsTriggerName reports whether name is a trigger file name: build-*.csv.
 func IsTriggerName(name string) bool {
 	return strings.HasPrefix(name, "build-") && strings.HasSuffix(name, ".csv")
+}
+
+// ArrivalTime is when a trigger name says it was made: build-<ULID>.csv
+// carries milliseconds, build-<unix time>.csv seconds (10 digits or
+// fewer), milliseconds (13), microseconds (16) or nanoseconds (19).
+func ArrivalTime(name string) (time.Time, bool) {
+	s := strings.TrimSuffix(strings.TrimPrefix(name, "build-"), ".csv")
+	if ulidPattern.MatchString(s) {
+		id, err := ulid.ParseStrict(s)
+		if err != nil {
+			return time.Time{}, false
+		}
+		return ulid.Time(id.Time()), true
+	}
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	switch {
+	case len(s) <= 10:
+		return time.Unix(n, 0), true
+	case len(s) == 13:
+		return time.UnixMilli(n), true
+	case len(s) == 16:
+		return time.UnixMicro(n), true
+	case len(s) == 19:
+		return time.Unix(0, n), true
+	}
+	return time.Time{}, false
+}
+
+// SortArrival sorts triggers into arrival order: by the time their names
+// carry (see ArrivalTime), then by name. Producers name triggers with a
+// ULID or a unix time, and the two do not sort together by name (every
+// ULID name sorts before every unix-time name). Names that carry no time
+// keep plain name order, before the others.
+func SortArrival[T any](items []T, name func(T) string) {
+	sort.SliceStable(items, func(a, b int) bool {
+		na, nb := name(items[a]), name(items[b])
+		ta, _ := ArrivalTime(na)
+		tb, _ := ArrivalTime(nb)
+		if !ta.Equal(tb) {
+			return ta.Before(tb)
+		}
+		return na < nb
+	})
 }

@@ -1,7 +1,9 @@
 package queue
 
 import (
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/rs/zerolog"
 )
 
@@ -42,6 +45,12 @@ func TestAssign(t *testing.T) {
 		{"finished jobs are left alone",
 			[]*Job{{ID: "A", State: Failed, Target: "main", Command: "build"}, {ID: "B", State: Succeeded, Target: "main", Command: "build"}},
 			[]Request{req("main", "default", "", "build")}, 1, nil},
+		{"a build after a pending rollback runs after it",
+			[]*Job{{ID: "A", State: Pending, Target: "main", Command: "build"}, {ID: "B", State: Pending, Target: "main", Command: "rollback"}},
+			[]Request{req("main", "default", "", "build")}, 1, nil},
+		{"merges into the newest pending job of the target",
+			[]*Job{{ID: "A", State: Pending, Target: "main", Command: "build"}, {ID: "B", State: Pending, Target: "main", Command: "rollback"}, {ID: "C", State: Pending, Target: "main", Command: "build"}},
+			[]Request{req("main", "default", "", "build")}, 0, []string{"C"}},
 		{"two lines same target make one job", nil,
 			[]Request{req("main", "aaa", "", "build"), req("multi", "bbb", "", "build")}, 1, nil},
 	}
@@ -356,5 +365,122 @@ func TestANewTriggerMayReuseAName(t *testing.T) {
 	res, err = f.open().Intake([]Incoming{again})
 	if err != nil || res.Known != 1 || len(res.Created)+len(res.Merged) != 0 {
 		t.Fatalf("leftover intake = %+v, %v", res, err)
+	}
+}
+
+func TestArrivalTime(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		want time.Time
+		ok   bool
+	}{
+		{"build-1700000000.csv", time.Unix(1700000000, 0), true},
+		{"build-1700000000123.csv", time.UnixMilli(1700000000123), true},
+		{"build-1700000000123456789.csv", time.Unix(0, 1700000000123456789), true},
+		{"build-01ARZ3NDEKTSV4RRFFQ69G5FAV.csv", time.UnixMilli(1469922850259), true},
+		{"build-7.csv", time.Unix(7, 0), true},
+		{"build-abc.csv", time.Time{}, false},
+		{"build-.csv", time.Time{}, false},
+		{"build-12345678901.csv", time.Time{}, false},
+	} {
+		got, ok := ArrivalTime(tt.name)
+		if ok != tt.ok || !got.Equal(tt.want) {
+			t.Errorf("ArrivalTime(%q) = %v, %v; want %v, %v", tt.name, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestSortArrivalMixesULIDAndUnixNames(t *testing.T) {
+	at := time.Unix(1764464000, 0)
+	ulidAt := func(d time.Duration) string {
+		return "build-" + ulid.MustNew(ulid.Timestamp(at.Add(d)), rand.Reader).String() + ".csv"
+	}
+	names := []string{
+		"build-1764464002.csv",  // a producer, two seconds in
+		ulidAt(3 * time.Second), // enqueue, three seconds in
+		ulidAt(1 * time.Second),
+		"build-1764464000.csv",
+		"build-999.csv", // fewer digits is still earlier
+	}
+	SortArrival(names, func(s string) string { return s })
+	if names[0] != "build-999.csv" || names[1] != "build-1764464000.csv" || !strings.HasPrefix(names[2], "build-01") ||
+		names[3] != "build-1764464002.csv" || !strings.HasPrefix(names[4], "build-01") {
+		t.Fatalf("order = %v; want by the time each name carries", names)
+	}
+}
+
+func TestAFailedWriteLeavesTheTriggerAndNothingInMemory(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	jobs := filepath.Join(f.data, "jobs")
+	// Make the jobs directory unusable: a file where it should be.
+	if err := os.Rename(jobs, jobs+".away"); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(jobs, nil, 0o644)
+	in := f.drop("build-1.csv", "type=main,command=build")
+	if _, err := q.Intake([]Incoming{in}); err == nil {
+		t.Fatal("intake succeeded without a jobs directory")
+	}
+	if left := f.stateFiles(); len(left) != 1 {
+		t.Fatalf("the trigger went: %v", left)
+	}
+	if _, ok, err := q.Claim(); ok || err == nil {
+		t.Fatalf("Claim = %v, %v; want a refusal while the records cannot be read", ok, err)
+	}
+	// The disk recovers: the trigger is taken in once and wakes the runner.
+	os.Remove(jobs)
+	os.Rename(jobs+".away", jobs)
+	changed := q.Changed()
+	res, err := q.Intake([]Incoming{in})
+	if err != nil || len(res.Created) != 1 || res.Known != 0 {
+		t.Fatalf("intake after recovery = %+v, %v", res, err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("the runner was not woken")
+	}
+	if n := len(q.Jobs()); n != 1 {
+		t.Fatalf("%d jobs, want 1", n)
+	}
+}
+
+func TestAJobThatKeepsKillingConciergeFails(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	if _, err := q.Intake([]Incoming{f.drop("build-1.csv", "type=main,command=build")}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= MaxInterrupted; i++ {
+		if _, ok, _ := q.Claim(); !ok {
+			t.Fatalf("attempt %d: nothing to claim", i)
+		}
+		q = f.open() // the process died; a new one starts
+	}
+	j := q.Jobs()[0]
+	if j.State != Failed || j.Interrupted != MaxInterrupted || !strings.Contains(j.Error, "concierge retry "+j.ID) {
+		t.Fatalf("job = %+v", j)
+	}
+}
+
+func TestPruneRemovesSetAsideTriggers(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	if _, err := q.Intake([]Incoming{f.drop("build-1.csv", "type=nope")}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		if _, err := q.Intake([]Incoming{f.drop(fmt.Sprintf("build-%d.csv", 10+i), "type=main,command=build")}); err != nil {
+			t.Fatal(err)
+		}
+		j, _, _ := q.Claim()
+		q.Finish(j.ID, nil)
+	}
+	if _, err := q.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(f.data, "rejected")); len(entries) != 0 {
+		t.Fatalf("rejected dir still holds %d entries after its job was pruned", len(entries))
 	}
 }

@@ -124,9 +124,11 @@ func (s *Store) Load() (jobs []*Job, problems []error, err error) {
 	return jobs, problems, nil
 }
 
-// Remove deletes a job's record and output.
+// Remove deletes a job's record and output, and for a rejected trigger
+// the file set aside and its reason.
 func (s *Store) Remove(id string) error {
-	for _, p := range []string{s.recordPath(id), s.OutputPath(id)} {
+	aside, _ := filepath.Glob(filepath.Join(s.RejectedDir(), id+"-*"))
+	for _, p := range append([]string{s.recordPath(id), s.OutputPath(id)}, aside...) {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove job %s: %w", id, err)
 		}
