@@ -32,6 +32,10 @@ func watchCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 
 	svc, err := openService(sigCtx, cfg, log, func(s string) { notify("STATUS=" + s) })
 	if err != nil {
+		if sigCtx.Err() != nil {
+			log.Info().Msg("stopped while waiting for the run lock")
+			return nil // asked to stop before it started: a clean stop
+		}
 		return err
 	}
 	defer svc.close()
