@@ -3,7 +3,10 @@
 // process, ports), the atomic swap of a new backend binary and frontend
 // dist with the previous releases kept for rollback, crash recovery of an
 // interrupted swap, service restarts through systemctl and pm2, and health
-// checks over loopback HTTP.
+// checks over loopback HTTP. A release made live by a swap is unverified
+// until MarkVerified records that it passed its checks; only verified
+// releases are kept for rollback. A rollback records the job that made it,
+// so that the same job run again does not roll back twice.
 //
 // The decisions (paths and names for a target, parsing the ports file,
 // what Recover does for what it finds on disk, what to roll back to, what

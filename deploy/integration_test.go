@@ -189,6 +189,9 @@ func TestRealSwapRollbackRestart(t *testing.T) {
 	r.swap(t, c2)
 	r.restartBoth(t)
 	r.answer(t, "v2", "v2")
+	if err := r.d.MarkVerified(r.p); err != nil {
+		t.Fatal(err)
+	}
 	after, _ := r.pm.Get(r.p.Process)
 	if after.PID == before.PID || after.RestartTime <= before.RestartTime || after.Status != "online" {
 		t.Fatalf("pm2 reload: before %+v, after %+v", before, after)
@@ -205,7 +208,7 @@ func TestRealSwapRollbackRestart(t *testing.T) {
 	if err := quick.CheckBackend(ctx, r.ports.Go, []string{"default", "acme"}); err == nil || !strings.Contains(err.Error(), "status 503") {
 		t.Fatalf("unhealthy v3 passed its check: %v", err)
 	}
-	rel, err := r.d.Rollback(ctx, r.p)
+	rel, err := r.d.Rollback(ctx, r.p, "job-build-v3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +226,7 @@ func TestRealSwapRollbackRestart(t *testing.T) {
 	r.answer(t, "v2", "v2")
 
 	// The rollback command brings the release before back, binary and dist.
-	rel, err = r.d.Rollback(ctx, r.p)
+	rel, err = r.d.Rollback(ctx, r.p, "job-rollback-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +235,7 @@ func TestRealSwapRollbackRestart(t *testing.T) {
 	}
 	r.restartBoth(t)
 	r.answer(t, "v1", "v1")
-	if _, err := r.d.Rollback(ctx, r.p); err == nil || !strings.Contains(err.Error(), "no previous release to roll back to") {
+	if _, err := r.d.Rollback(ctx, r.p, "job-rollback-2"); err == nil || !strings.Contains(err.Error(), "no previous release to roll back to") {
 		t.Fatalf("rollback past history: %v", err)
 	}
 

@@ -161,6 +161,8 @@ func TestRollbackTarget(t *testing.T) {
 		{name: "newest", in: []Release{r("1", true), r("2", true)}, want: "2", wantOK: true},
 		{name: "newest with binary", in: []Release{r("1", true), r("2", false)}, want: "1", wantOK: true},
 		{name: "no binary anywhere", in: []Release{r("1", false)}},
+		{name: "skips unverified", in: []Release{r("1", true), {ID: "2", HasBinary: true, HasDist: true, Unverified: true}}, want: "1", wantOK: true},
+		{name: "only unverified", in: []Release{{ID: "1", HasBinary: true, Unverified: true}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,6 +23,17 @@ type Release struct {
 	Backend  string    `json:"backend_commit"`
 	Frontend string    `json:"frontend_commit"`
 	LiveAt   time.Time `json:"live_at"`
+	// Unverified is set in current.json from the swap that made the
+	// release live until its health checks pass (MarkVerified). A live
+	// release that is unverified is discarded, not kept, when the next
+	// build replaces it, so it never becomes a rollback target. Absent
+	// means verified: a current.json written before the field existed
+	// describes a release that went through its checks.
+	Unverified bool `json:"unverified,omitempty"`
+	// RolledBackBy is, in current.json, the id of the job whose rollback
+	// made the release live, so that the same job run again (after an
+	// interruption) does not roll back a second time.
+	RolledBackBy string `json:"rolled_back_by,omitempty"`
 	// Dir, HasBinary and HasDist describe a kept release on disk.
 	Dir       string `json:"-"`
 	HasBinary bool   `json:"-"`
@@ -99,10 +110,12 @@ func sortReleases(rs []Release) {
 }
 
 // RollbackTarget picks what a rollback makes live: the newest kept
-// release that has a binary. ok is false when there is none.
+// release that has a binary and passed its checks when it was live (an
+// unverified release is never kept, this is a second guard). ok is false
+// when there is none.
 func RollbackTarget(releases []Release) (Release, bool) {
 	for i := len(releases) - 1; i >= 0; i-- {
-		if releases[i].HasBinary {
+		if releases[i].HasBinary && !releases[i].Unverified {
 			return releases[i], true
 		}
 	}
@@ -165,6 +178,37 @@ func Current(p Paths) (r Release, ok bool, err error) {
 		return Release{}, false, fmt.Errorf("parse current release: %w", err)
 	}
 	return r, true, nil
+}
+
+// MarkVerified records that the live release of p passed its health
+// checks (or, for a target without a ports entry, that its services were
+// restarted and reloaded), so that the next build keeps it as a rollback
+// target. It does nothing when no release is recorded or the recorded one
+// is already verified, and it leaves current.json alone while a committed
+// swap or rollback waits for Recover (current.json then does not describe
+// the live binary yet).
+func (d *Deployer) MarkVerified(p Paths) error {
+	f, _, err := observe(p)
+	if err != nil {
+		return fmt.Errorf("mark release verified: %w", err)
+	}
+	if act := Decide(f); act == ActFinishSwap || act == ActFinishRollback || act == ActStuck {
+		d.cfg.Log.Warn().Str("root", p.Root).Str("pending", string(act)).Msgf("live release of %s not marked verified: an interrupted deploy is waiting for recovery (%s)", p.Root, act)
+		return nil
+	}
+	cur, ok, err := Current(p)
+	if err != nil {
+		return fmt.Errorf("mark release verified: %w", err)
+	}
+	if !ok || !cur.Unverified {
+		return nil
+	}
+	cur.Unverified = false
+	if err := writeJSON(filepath.Join(p.Releases, currentFile), cur); err != nil {
+		return fmt.Errorf("mark release verified: %w", err)
+	}
+	d.cfg.Log.Info().Str("root", p.Root).Str("release", cur.ID).Str("backend_commit", cur.Backend).Msgf("release %s (%s) passed its checks: kept for rollback when replaced", cur.ID, cur.Label())
+	return nil
 }
 
 func writeJSON(path string, v any) error {

@@ -27,6 +27,11 @@ import (
 // with tractstack-go.new gone → it did: finish the operation. Every step of
 // undo and finish is idempotent, so a crash during Recover is recovered by
 // the next one.
+//
+// A swap decides before its commit whether the release it replaces is kept
+// or discarded (it is discarded when it never passed its checks: current.json
+// says unverified); the decision is in the phase, so that finishing the swap
+// in Recover discards it too.
 const (
 	stagedDist  = "dist"
 	noDistMark  = "no-dist"
@@ -52,6 +57,12 @@ type phase struct {
 	// Prev and Next are a swap's outgoing and incoming releases.
 	Prev Release `json:"prev"`
 	Next Release `json:"next"`
+	// Discard: the swap's outgoing release never passed its checks; it
+	// is deleted instead of kept (Release is then "").
+	Discard bool `json:"discard,omitempty"`
+	// By is, for a rollback, the id of the job rolling back ("" for
+	// none), recorded as the live release's RolledBackBy.
+	By string `json:"by,omitempty"`
 }
 
 // Facts are what Recover observes in the staging directory.
@@ -151,6 +162,84 @@ func (d *Deployer) Recover(ctx context.Context, p Paths) (Action, error) {
 	return act, nil
 }
 
+// Describe says what Recover did, for a person.
+func (a Action) Describe() string {
+	switch a {
+	case ActNone:
+		return "nothing to recover"
+	case ActUndo:
+		return "undid an interrupted build or rollback"
+	case ActFinishSwap:
+		return "finished swap"
+	case ActFinishRollback:
+		return "finished rollback"
+	case ActStuck:
+		return "stuck: unreadable phase after the commit"
+	default:
+		return string(a)
+	}
+}
+
+// RecoverTargets lists, from the names of the entries of <home>/sites,
+// the targets RecoverAll looks at: the main install ("") first, then each
+// name that is a valid site id, in the order given. Pure.
+func RecoverTargets(siteNames []string) []string {
+	out := []string{""}
+	for _, n := range siteNames {
+		if ValidSite(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// RecoverAll runs Recover for the main install of home and for every
+// dedicated site under <home>/sites whose name is a valid site id,
+// skipping targets that have no releases directory (never deployed to by
+// the concierge). It returns what it did per target ("main: finished
+// swap", "acme: nothing to recover"). A target that fails does not stop
+// the others; the errors are joined. Call it at start, holding the run
+// lock, so that a go-live interrupted by a crash or a reboot is settled
+// before any trigger arrives.
+func (d *Deployer) RecoverAll(ctx context.Context, home string) ([]string, error) {
+	if _, err := PathsFor(home, ""); err != nil {
+		return nil, fmt.Errorf("recover all: %w", err)
+	}
+	var names []string
+	entries, err := os.ReadDir(filepath.Join(home, "sites"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("recover all: list sites: %w", err)
+	}
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	var done []string
+	var errs []error
+	for _, site := range RecoverTargets(names) {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("recover all: %w", err))
+			break
+		}
+		p, err := PathsFor(home, site)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("recover all: %w", err))
+			continue
+		}
+		if !isDir(p.Releases) {
+			continue
+		}
+		label := p.PortsKey
+		act, err := d.Recover(ctx, p)
+		if err != nil {
+			errs = append(errs, err)
+			done = append(done, label+": failed: "+err.Error())
+			continue
+		}
+		done = append(done, label+": "+act.Describe())
+	}
+	return done, errors.Join(errs...)
+}
+
 // undo puts the staged dist back and removes the staging directory.
 func (d *Deployer) undo(p Paths) error {
 	staged := filepath.Join(p.Staging, stagedDist)
@@ -226,7 +315,12 @@ func (d *Deployer) Abort(ctx context.Context, p Paths) error {
 // Swap commits a prepared build: the new binary (p.NewBinary(), complete)
 // takes the live name by rename; the binary that was live and the staged
 // dist become the newest kept release, described by prev; next is recorded
-// as the live release. Older releases beyond Keep are pruned.
+// as the live release, unverified until MarkVerified. The release that was
+// live is discarded instead of kept when it never passed its checks
+// (current.json, or prev, says unverified): a build re-run after an
+// interruption between its swap and its checks must not make its own
+// untested build the rollback target. Older releases beyond Keep are
+// pruned.
 func (d *Deployer) Swap(ctx context.Context, p Paths, prev, next Release) error {
 	f, _, err := observe(p)
 	if err != nil {
@@ -236,8 +330,21 @@ func (d *Deployer) Swap(ctx context.Context, p Paths, prev, next Release) error 
 		return fmt.Errorf("swap: nothing prepared in %s (staging %t, phase %q, new binary %t)", p.Staging, f.Staging, f.Phase, f.NewBinary)
 	}
 	now := d.cfg.Now()
+	next.Unverified = true
+	next.RolledBackBy = ""
 	ph := phase{Op: opSwap, Prev: prev, Next: next}
-	if isRegular(p.Binary) {
+	cur, ok, err := Current(p)
+	if err != nil {
+		d.cfg.Log.Warn().Err(err).Str("root", p.Root).Msgf("live release of %s unknown, kept as described by the job: %v", p.Root, err)
+	}
+	ph.Discard = ph.Prev.Unverified || (ok && cur.Unverified)
+	if ph.Discard {
+		// Described by what current.json says was live, not by the job.
+		if ok {
+			ph.Prev = cur
+		}
+		ph.Prev.Unverified = true
+	} else if isRegular(p.Binary) {
 		if !validID(ph.Prev.ID) || exists(filepath.Join(p.Releases, ph.Prev.ID)) {
 			ph.Prev.ID = newID(p.Releases, now)
 		}
@@ -272,7 +379,7 @@ func (d *Deployer) Swap(ctx context.Context, p Paths, prev, next Release) error 
 	if err := d.crashPoint("swap-committed"); err != nil {
 		return err
 	}
-	d.cfg.Log.Info().Str("root", p.Root).Str("backend_commit", next.Backend).Str("kept_release", ph.Release).Msg("swapped new release live")
+	d.cfg.Log.Info().Str("root", p.Root).Str("backend_commit", next.Backend).Str("kept_release", ph.Release).Bool("discard_replaced", ph.Discard).Msg("swapped new release live")
 	if err := d.finishSwap(p, ph); err != nil {
 		return fmt.Errorf("swap: %w", err)
 	}
@@ -280,9 +387,12 @@ func (d *Deployer) Swap(ctx context.Context, p Paths, prev, next Release) error 
 }
 
 // finishSwap files the previous binary and the staged dist as a kept
-// release and records the live one. Idempotent.
+// release (or, when the swap discards it, leaves them to be deleted with
+// the staging directory) and records the live one. Idempotent.
 func (d *Deployer) finishSwap(p Paths, ph phase) error {
-	if ph.Release != "" {
+	if ph.Discard || ph.Prev.Unverified {
+		d.cfg.Log.Warn().Str("root", p.Root).Str("backend_commit", ph.Prev.Backend).Str("release", ph.Prev.ID).Msgf("discard replaced release %s of %s: it never passed its checks, so it is no rollback target", ph.Prev.Label(), p.Root)
+	} else if ph.Release != "" {
 		if !validID(ph.Release) {
 			return fmt.Errorf("finish swap: bad release id %q", ph.Release)
 		}
@@ -308,6 +418,7 @@ func (d *Deployer) finishSwap(p Paths, ph phase) error {
 		}
 		prev := ph.Prev
 		prev.ID = ph.Release
+		prev.RolledBackBy = ""
 		if err := writeJSON(filepath.Join(dir, releaseFile), prev); err != nil {
 			return err
 		}
@@ -329,9 +440,24 @@ func (d *Deployer) finishSwap(p Paths, ph phase) error {
 // and the one made live leaves the history (so a second rollback goes one
 // further back). It returns the release made live. It does not restart
 // anything.
-func (d *Deployer) Rollback(ctx context.Context, p Paths) (Release, error) {
+//
+// jobID names the job rolling back and is recorded with the live release:
+// when the live release was already made live by a rollback of this same
+// job (a job re-run after an interruption), Rollback returns it without
+// rolling back again. An empty jobID never matches.
+func (d *Deployer) Rollback(ctx context.Context, p Paths, jobID string) (Release, error) {
 	if _, err := d.Recover(ctx, p); err != nil {
 		return Release{}, err
+	}
+	if jobID != "" {
+		cur, ok, err := Current(p)
+		if err != nil {
+			return Release{}, fmt.Errorf("roll back: %w", err)
+		}
+		if ok && cur.RolledBackBy == jobID {
+			d.cfg.Log.Info().Str("root", p.Root).Str("job", jobID).Str("release", cur.ID).Str("backend_commit", cur.Backend).Msgf("%s already rolled back by this job to %s: not rolling back again", p.Root, cur.Label())
+			return cur, nil
+		}
 	}
 	rs, err := ListReleases(p)
 	if err != nil {
@@ -347,7 +473,8 @@ func (d *Deployer) Rollback(ctx context.Context, p Paths) (Release, error) {
 	if err := linkOrCopy(filepath.Join(target.Dir, "tractstack-go"), p.NewBinary()); err != nil {
 		return Release{}, fmt.Errorf("roll back: stage binary: %w", err)
 	}
-	if err := writeJSON(filepath.Join(p.Staging, phaseFile), phase{Op: opRollback, Release: target.ID}); err != nil {
+	ph := phase{Op: opRollback, Release: target.ID, By: jobID}
+	if err := writeJSON(filepath.Join(p.Staging, phaseFile), ph); err != nil {
 		return Release{}, fmt.Errorf("roll back: write phase: %w", err)
 	}
 	if err := d.crashPoint("rollback-phase-written"); err != nil {
@@ -373,10 +500,11 @@ func (d *Deployer) Rollback(ctx context.Context, p Paths) (Release, error) {
 	if err := d.crashPoint("rollback-committed"); err != nil {
 		return Release{}, err
 	}
-	if err := d.finishRollback(p, phase{Op: opRollback, Release: target.ID}); err != nil {
+	if err := d.finishRollback(p, ph); err != nil {
 		return Release{}, fmt.Errorf("roll back: %w", err)
 	}
-	d.cfg.Log.Info().Str("root", p.Root).Str("release", target.ID).Str("backend_commit", target.Backend).Msg("rolled back")
+	d.cfg.Log.Info().Str("root", p.Root).Str("release", target.ID).Str("backend_commit", target.Backend).Str("job", jobID).Msg("rolled back")
+	target.RolledBackBy = jobID
 	return target, nil
 }
 
@@ -398,12 +526,22 @@ func (d *Deployer) finishRollback(p Paths, ph phase) error {
 			return fmt.Errorf("restore release dist: %w", err)
 		}
 	}
-	if data, err := os.ReadFile(filepath.Join(dir, releaseFile)); err == nil {
+	// The directory is gone once the release is recorded (below): a
+	// second finish must not overwrite the record.
+	if isDir(dir) {
 		var r Release
-		if err := json.Unmarshal(data, &r); err != nil {
-			return fmt.Errorf("parse %s: %w", filepath.Join(dir, releaseFile), err)
+		data, err := os.ReadFile(filepath.Join(dir, releaseFile))
+		switch {
+		case err == nil:
+			if err := json.Unmarshal(data, &r); err != nil {
+				return fmt.Errorf("parse %s: %w", filepath.Join(dir, releaseFile), err)
+			}
+		case !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("read release: %w", err)
 		}
 		r.ID = ph.Release
+		r.Unverified = false
+		r.RolledBackBy = ph.By
 		if err := writeJSON(filepath.Join(p.Releases, currentFile), r); err != nil {
 			return err
 		}

@@ -176,20 +176,24 @@ func TestBuildCrashDrill(t *testing.T) {
 						t.Fatalf("releases after a committed swap: %+v", rs)
 					}
 					cur, ok, err := Current(p)
-					if err != nil || !ok || cur.Backend != "commit-v2" {
-						t.Fatalf("current = %+v, %t, %v", cur, ok, err)
+					if err != nil || !ok || cur.Backend != "commit-v2" || !cur.Unverified {
+						t.Fatalf("current = %+v, %t, %v; want commit-v2 unverified", cur, ok, err)
 					}
 				} else if len(rs) != 0 {
 					t.Fatalf("releases after an undone build: %+v", rs)
 				}
-				// The target works again: a build and a rollback.
+				// The target works again: the live release passes its
+				// checks, then a build and a rollback.
+				if err := testDeployer(nil).MarkVerified(p); err != nil {
+					t.Fatal(err)
+				}
 				if err := build(ctx, testDeployer(nil), p, "v3"); err != nil {
 					t.Fatal(err)
 				}
 				if bin, dist := live(t, p); bin != "v3" || dist != "v3" {
 					t.Fatalf("after a new build: %q %q", bin, dist)
 				}
-				r, err := testDeployer(nil).Rollback(ctx, p)
+				r, err := testDeployer(nil).Rollback(ctx, p, "job-drill")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -213,7 +217,7 @@ func TestRollbackCrashDrill(t *testing.T) {
 		return p
 	}
 	points := crashPoints(t, func(d *Deployer) error {
-		_, err := d.Rollback(ctx, setup(t))
+		_, err := d.Rollback(ctx, setup(t), "job-drill")
 		return err
 	})
 	if len(points) < 4 {
@@ -223,7 +227,7 @@ func TestRollbackCrashDrill(t *testing.T) {
 		for _, rp := range []string{"", "undo-dist-removed", "finish-rollback-dist-removed", "finish-rollback-recorded"} {
 			t.Run(point+"/"+rp, func(t *testing.T) {
 				p := setup(t)
-				_, err := testDeployer(crashAt(point)).Rollback(ctx, p)
+				_, err := testDeployer(crashAt(point)).Rollback(ctx, p, "job-drill")
 				if !errors.Is(err, errCrash) {
 					t.Fatalf("rollback = %v, want the simulated crash", err)
 				}
@@ -299,7 +303,7 @@ func TestFirstBuildWithoutLiveBinaryOrDist(t *testing.T) {
 	if err != nil || len(rs) != 0 {
 		t.Fatalf("releases %+v, %v", rs, err)
 	}
-	_, err = d.Rollback(ctx, p)
+	_, err = d.Rollback(ctx, p, "job-1")
 	if err == nil || !strings.Contains(err.Error(), "no previous release to roll back to in "+p.Releases) {
 		t.Fatalf("rollback = %v", err)
 	}
@@ -326,6 +330,9 @@ func TestKeepPrunesOldReleases(t *testing.T) {
 		if err := build(ctx, d, p, v); err != nil {
 			t.Fatal(err)
 		}
+		if err := d.MarkVerified(p); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rs, err := ListReleases(p)
 	if err != nil {
@@ -339,7 +346,7 @@ func TestKeepPrunesOldReleases(t *testing.T) {
 		t.Fatalf("kept %v", got)
 	}
 	for _, want := range []string{"v5", "v4", "v3"} {
-		r, err := d.Rollback(ctx, p)
+		r, err := d.Rollback(ctx, p, "job-rollback-"+want)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,7 +354,7 @@ func TestKeepPrunesOldReleases(t *testing.T) {
 			t.Fatalf("rollback: live %q %q, release %+v, want %s", bin, dist, r, want)
 		}
 	}
-	if _, err := d.Rollback(ctx, p); err == nil {
+	if _, err := d.Rollback(ctx, p, "job-rollback-past"); err == nil {
 		t.Fatal("rollback past the history succeeded")
 	}
 }

@@ -3,7 +3,11 @@
 // what is live, extract the Tailwind whitelist, swap the release in,
 // restart the services and check them, rolling back when they do not
 // answer; for a restart, only the last part; for a rollback, the previous
-// release made live and checked. It implements runner.Executor.
+// release made live and checked. A release whose checks pass (or whose
+// services restart, for a target without ports) is marked verified, and
+// only verified releases are rollback targets; rollbacks carry the job id,
+// so a job re-run after an interruption does not roll back twice. It
+// implements runner.Executor.
 package pipeline
 
 import (
@@ -38,7 +42,8 @@ type Deployer interface {
 	Prepare(ctx context.Context, p deploy.Paths) error
 	Abort(ctx context.Context, p deploy.Paths) error
 	Swap(ctx context.Context, p deploy.Paths, prev, next deploy.Release) error
-	Rollback(ctx context.Context, p deploy.Paths) (deploy.Release, error)
+	Rollback(ctx context.Context, p deploy.Paths, jobID string) (deploy.Release, error)
+	MarkVerified(p deploy.Paths) error
 	RestartBackend(ctx context.Context, p deploy.Paths, out io.Writer) error
 	ReloadFrontend(ctx context.Context, p deploy.Paths, out io.Writer) error
 	CheckBackend(ctx context.Context, port int, tenants []string) error
@@ -256,7 +261,10 @@ func (e *buildFailure) Unwrap() []error { return e.errs }
 
 // restartAndCheck restarts the backend, checks it, reloads the frontend
 // and checks it. With onFailure "roll back" (a build job), a failed
-// restart or check brings the previous release back.
+// restart or check brings the previous release back. When all pass (the
+// checks are skipped for a target without ports), the live release is
+// marked verified: only a verified release is kept for rollback when a
+// later build replaces it.
 func (t *target) restartAndCheck(ctx context.Context, onFailure string) error {
 	if err := t.backend(ctx, StepRestartBackend, StepHealthBackend); err != nil {
 		if onFailure == "" {
@@ -270,7 +278,18 @@ func (t *target) restartAndCheck(ctx context.Context, onFailure string) error {
 		}
 		return t.rollbackAfter(ctx, fmt.Errorf("frontend unhealthy after reload: %w", err))
 	}
+	t.markVerified()
 	return nil
+}
+
+// markVerified records that the live release passed its checks. Failing
+// to record it leaves the release unverified: it is live and healthy, but
+// the next build discards it instead of keeping it for rollback; the job
+// does not fail for that.
+func (t *target) markVerified() {
+	if err := t.pl.cfg.Deployer.MarkVerified(t.p); err != nil {
+		t.s.Warn(fmt.Sprintf("live release not recorded as verified, so it will not be kept for rollback: %v", err))
+	}
 }
 
 func (t *target) backend(ctx context.Context, restart, health string) error {
@@ -314,7 +333,8 @@ func (t *target) tenants() []string {
 
 // rollbackAfter brings the previous release (binary and dist) back after
 // cause, restarts and checks the backend, then reloads and checks the
-// frontend. The reload happens even when this attempt had not reloaded
+// frontend. The rollback carries the job's id: a re-run of the job after
+// an interruption does not roll back a second time. The reload happens even when this attempt had not reloaded
 // the frontend yet: an earlier attempt, killed after its swap, may have,
 // and pm2 must serve the dist that is on disk.
 func (t *target) rollbackAfter(ctx context.Context, cause error) error {
@@ -326,7 +346,7 @@ func (t *target) rollbackAfter(ctx context.Context, cause error) error {
 	var rel deploy.Release
 	if err := t.s.Step(ctx, StepRollback, func(ctx context.Context, out io.Writer) error {
 		var err error
-		rel, err = t.pl.cfg.Deployer.Rollback(ctx, t.p)
+		rel, err = t.pl.cfg.Deployer.Rollback(ctx, t.p, t.job.ID)
 		if err == nil {
 			fmt.Fprintf(out, "rolled back to %s (release %s)\n", rel.Label(), rel.ID)
 		}
@@ -351,7 +371,7 @@ func (t *target) rollback(ctx context.Context) error {
 	var rel deploy.Release
 	if err := t.s.Step(ctx, StepRollback, func(ctx context.Context, out io.Writer) error {
 		var err error
-		rel, err = t.pl.cfg.Deployer.Rollback(ctx, t.p)
+		rel, err = t.pl.cfg.Deployer.Rollback(ctx, t.p, t.job.ID)
 		if err == nil {
 			fmt.Fprintf(out, "rolled back to %s (release %s)\n", rel.Label(), rel.ID)
 		}

@@ -23,19 +23,30 @@ import (
 	"github.com/tractstack/concierge/queue"
 )
 
-// fakeSession records steps and warnings.
+// fakeSession records steps and warnings. With interrupt set, the step
+// of that name is not run: cancel is called (the runner's shutdown: the
+// job's context ends) and the step fails with the context's error.
 type fakeSession struct {
-	mu       sync.Mutex
-	steps    []string
-	failed   []string
-	warnings []string
-	log      zerolog.Logger
+	mu        sync.Mutex
+	steps     []string
+	failed    []string
+	warnings  []string
+	log       zerolog.Logger
+	interrupt string
+	cancel    context.CancelFunc
 }
 
 func (s *fakeSession) Step(ctx context.Context, name string, fn func(context.Context, io.Writer) error) error {
 	s.mu.Lock()
 	s.steps = append(s.steps, name)
 	s.mu.Unlock()
+	if s.interrupt != "" && name == s.interrupt {
+		s.cancel()
+		s.mu.Lock()
+		s.failed = append(s.failed, name)
+		s.mu.Unlock()
+		return ctx.Err()
+	}
 	var out bytes.Buffer
 	err := fn(ctx, &out)
 	if err != nil {
