@@ -168,18 +168,22 @@ func (t *target) build(ctx context.Context) error {
 	if err := d.Prepare(ctx, t.p); err != nil {
 		return fmt.Errorf("prepare build: %w", err)
 	}
+	// The two builds run at once. When one fails the other is stopped:
+	// the job fails either way, and nothing of it may go live.
+	buildCtx, stopBuilds := context.WithCancelCause(ctx)
+	defer stopBuilds(nil)
 	var wg sync.WaitGroup
 	var backErr, frontErr error
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		backErr = t.s.Step(ctx, StepBuildBackend, func(ctx context.Context, out io.Writer) error {
+		backErr = t.buildOne(buildCtx, stopBuilds, StepBuildBackend, func(ctx context.Context, out io.Writer) error {
 			return b.BuildBackend(ctx, t.p.BackendSrc, t.p.NewBinary(), out)
 		})
 	}()
 	go func() {
 		defer wg.Done()
-		frontErr = t.s.Step(ctx, StepBuildFrontend, func(ctx context.Context, out io.Writer) error {
+		frontErr = t.buildOne(buildCtx, stopBuilds, StepBuildFrontend, func(ctx context.Context, out io.Writer) error {
 			if err := b.BuildFrontend(ctx, t.p.FrontendSrc, out); err != nil {
 				return err
 			}
@@ -190,6 +194,12 @@ func (t *target) build(ctx context.Context) error {
 		})
 	}()
 	wg.Wait()
+	if errors.Is(backErr, errStopped) {
+		backErr = nil // only the build that failed explains the job
+	}
+	if errors.Is(frontErr, errStopped) {
+		frontErr = nil
+	}
 	if backErr != nil || frontErr != nil {
 		// Files only, and it must happen even when the job is being
 		// cancelled: nothing live may keep a half build.
@@ -226,6 +236,32 @@ func (t *target) build(ctx context.Context) error {
 		return err
 	}
 	return t.restartAndCheck(ctx, "roll back")
+}
+
+// errStopped marks a build stopped because the other one failed.
+var errStopped = errors.New("stopped")
+
+// buildOne runs one of the two concurrent builds as a step. Its failure
+// stops the other build; a panic in it fails the step instead of
+// crashing concierge (it runs in its own goroutine, out of the runner's
+// reach).
+func (t *target) buildOne(ctx context.Context, stop context.CancelCauseFunc, step string, fn func(ctx context.Context, out io.Writer) error) error {
+	err := t.s.Step(ctx, step, func(ctx context.Context, out io.Writer) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("internal error (panic) in %s: %v", step, p)
+			}
+		}()
+		err = fn(ctx, out)
+		if err != nil && errors.Is(context.Cause(ctx), errStopped) {
+			return fmt.Errorf("%w: %w", context.Cause(ctx), err)
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, errStopped) {
+		stop(fmt.Errorf("%w: the %s step failed", errStopped, step))
+	}
+	return err
 }
 
 func buildError(backErr, frontErr error) error {

@@ -34,6 +34,7 @@ type fakeSession struct {
 	log       zerolog.Logger
 	interrupt string
 	cancel    context.CancelFunc
+	errs      map[string]string // step → its error
 }
 
 func (s *fakeSession) Step(ctx context.Context, name string, fn func(context.Context, io.Writer) error) error {
@@ -52,9 +53,20 @@ func (s *fakeSession) Step(ctx context.Context, name string, fn func(context.Con
 	if err != nil {
 		s.mu.Lock()
 		s.failed = append(s.failed, name)
+		if s.errs == nil {
+			s.errs = map[string]string{}
+		}
+		s.errs[name] = err.Error()
 		s.mu.Unlock()
 	}
 	return err
+}
+
+// stepErr is the error a step failed with, "" if it did not fail.
+func (s *fakeSession) stepErr(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.errs[name]
 }
 
 func (s *fakeSession) Warn(msg string) {
@@ -560,5 +572,34 @@ func TestPlanSteps(t *testing.T) {
 				t.Fatalf("PlanSteps = %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestAFailedBuildStopsTheOther(t *testing.T) {
+	h := newHost(t, true)
+	b := &fakeBuilder{version: "v2", backendFails: true,
+		// The frontend build would go on until stopped.
+		buildFrontend: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}
+	s, err := h.run(t, b, queue.CommandBuild)
+	if err == nil || !strings.Contains(err.Error(), "backend: go build: exit status 1") || strings.Contains(err.Error(), "frontend:") {
+		t.Fatalf("err = %v; want the backend's failure alone", err)
+	}
+	if e := s.stepErr(StepBuildFrontend); !strings.Contains(e, "stopped: the build-backend step failed") {
+		t.Fatalf("frontend step error = %q; want it stopped because the backend failed", e)
+	}
+	if b, d := h.live(t); b != "bin v1" || d != "dist v1" {
+		t.Fatalf("live %q %q", b, d)
+	}
+}
+
+func TestAPanickingBuildFailsTheJobNotConcierge(t *testing.T) {
+	h := newHost(t, true)
+	b := &fakeBuilder{version: "v2", buildBackend: func(ctx context.Context) error { panic("nil map") }}
+	_, err := h.run(t, b, queue.CommandBuild)
+	if err == nil || !strings.Contains(err.Error(), "internal error (panic) in build-backend: nil map") {
+		t.Fatalf("err = %v", err)
+	}
+	if b, d := h.live(t); b != "bin v1" || d != "dist v1" {
+		t.Fatalf("live %q %q", b, d)
 	}
 }

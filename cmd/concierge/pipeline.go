@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 
 	"github.com/rs/zerolog"
@@ -16,7 +17,7 @@ import (
 // Children get concierge's environment with HOME, GOCACHE and the usual Go
 // and pnpm locations on PATH filled in: a systemd service starts with
 // almost none of them.
-func newPipeline(cfg *Config, log zerolog.Logger) (runner.Executor, error) {
+func newPipeline(cfg *Config, log zerolog.Logger) (runner.Executor, recoverFunc, error) {
 	env := builder.ChildEnv(cfg.Env, cfg.Home)
 	// Build children carry the owner mark, so the next concierge can end
 	// any that outlive a SIGKILL. Deploy children do not: `pm2 reload` may
@@ -29,8 +30,10 @@ func newPipeline(cfg *Config, log zerolog.Logger) (runner.Executor, error) {
 		Systemctl: cfg.Systemctl, PM2: cfg.PM2, HealthTimeout: cfg.HealthTimeout, Keep: cfg.KeepReleases,
 		StepTimeout: cfg.StepTimeout, Env: env, Log: log.With().Str("component", "deploy").Logger(),
 	})
-	return pipeline.New(pipeline.Config{Home: cfg.Home, Builder: b, Deployer: d,
-		Log: log.With().Str("component", "pipeline").Logger()}), nil
+	pl := pipeline.New(pipeline.Config{Home: cfg.Home, Builder: b, Deployer: d,
+		Log: log.With().Str("component", "pipeline").Logger()})
+	recoverAll := func(ctx context.Context) ([]string, error) { return d.RecoverAll(ctx, cfg.Home) }
+	return pl, recoverAll, nil
 }
 
 // planSteps lists the steps job would run on this host: the whitelist

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -60,10 +61,24 @@ func openService(ctx context.Context, cfg *Config, log zerolog.Logger, onStatus 
 		lock.Release()
 		return nil, err
 	}
-	exec, err := newExecutor(cfg, log)
+	exec, recoverAll, err := newExecutor(cfg, log)
 	if err != nil {
 		lock.Release()
 		return nil, err
+	}
+	// A go-live interrupted by a crash or a reboot is settled now, before
+	// any trigger, so the site serves one whole release even if no job
+	// for its target comes (the job's own Recover would do it otherwise).
+	if recoverAll != nil {
+		done, err := recoverAll(ctx)
+		for _, d := range done {
+			if !strings.HasSuffix(d, "nothing to recover") {
+				log.Warn().Msg("recovered interrupted deploy: " + d)
+			}
+		}
+		if err != nil {
+			log.Error().Err(err).Msg("recover interrupted deploys; each target's next job tries again")
+		}
 	}
 	r := runner.New(runner.Config{Queue: q, Executor: exec, OnStatus: onStatus,
 		Log: log.With().Str("component", "runner").Logger()})
