@@ -163,7 +163,7 @@ func (d *demo) run(ctx context.Context, base *Config) error {
 			return err
 		}, func(job queue.Job) (string, bool) {
 			msg, ok := d.serving(job, queue.Failed, "v2")
-			return "kept out; " + msg, ok && failedStep(job) == "build-backend"
+			return "kept out; " + msg, ok && stepFailed(job, "build-backend")
 		}},
 		{"unhealthy-commit", "An unhealthy commit: push v3 whose health check fails", func() error {
 			_, err := home.PushBackend(ctx, "", sandbox.BackendVersion("v3", false))
@@ -241,13 +241,13 @@ func (d *demo) serving(job queue.Job, want queue.State, version string) (string,
 	return msg, ok
 }
 
-func failedStep(job queue.Job) string {
+func stepFailed(job queue.Job, name string) bool {
 	for _, s := range job.Steps {
-		if s.State == queue.Failed {
-			return s.Name
+		if s.Name == name && s.State == queue.Failed {
+			return true
 		}
 	}
-	return ""
+	return false
 }
 
 func backendVersion(port int) (string, error) {

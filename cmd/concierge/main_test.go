@@ -8,8 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -67,79 +65,29 @@ func (h *home) env() []string {
 
 func (h *home) drop(name, content string) {
 	h.t.Helper()
-	if err := os.WriteFile(filepath.Join(h.dir, "state", name), []byte(content), 0o644); err != nil {
-		h.t.Fatal(err)
-	}
+	mustWrite(h.t, filepath.Join(h.dir, "state", name), content)
 }
 
 // concierge runs the fake binary to its end.
 func (h *home) concierge(args ...string) (stdout, stderr string, code int) {
 	h.t.Helper()
-	cmd := exec.Command(bins.fake, args...)
-	cmd.Env = h.env()
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	code = 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		h.t.Fatal(err)
-	}
-	return o.String(), e.String(), code
+	return runConcierge(h.t, bins.fake, h.env(), args...)
 }
 
 // start starts the fake binary in the background; it is killed at the
 // end of the test if still running.
-func (h *home) start(args ...string) (*exec.Cmd, *syncBuffer) {
+func (h *home) start(args ...string) (*proc, *syncBuffer) {
 	h.t.Helper()
-	cmd := exec.Command(bins.fake, args...)
-	cmd.Env = h.env()
-	e := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = e, e
-	if err := cmd.Start(); err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	return cmd, e
-}
-
-// syncBuffer is a bytes.Buffer that a child writes while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	p := startProc(h.t, bins.fake, h.env(), args...)
+	return p, p.out
 }
 
 func (h *home) status() []queue.Job {
 	h.t.Helper()
-	out, errOut, code := h.concierge("status", "--json")
-	if code != 0 {
-		h.t.Fatalf("status exit %d: %s", code, errOut)
-	}
-	var st struct{ Jobs []queue.Job }
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		h.t.Fatalf("status --json: %v\n%s", err, out)
-	}
-	return st.Jobs
+	return statusJobs(h.t, bins.fake, h.env())
 }
 
+// run is one line of the fake executor's runs.jsonl: a job's start or end.
 type run struct {
 	Event    string
 	ID       string
@@ -149,14 +97,15 @@ type run struct {
 	Attempts int
 }
 
-func (h *home) runs() []run {
-	h.t.Helper()
-	data, err := os.ReadFile(filepath.Join(h.fake, "runs.jsonl"))
+// fakeRuns reads the runs.jsonl the fake executor writes in dir.
+func fakeRuns(t testing.TB, dir string) []run {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "runs.jsonl"))
 	if os.IsNotExist(err) {
 		return nil
 	}
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	var out []run
 	// The fake may be writing a line right now: only whole lines count.
@@ -167,16 +116,17 @@ func (h *home) runs() []run {
 		}
 		var r run
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			h.t.Fatalf("runs.jsonl line %q: %v", l, err)
+			t.Fatalf("runs.jsonl line %q: %v", l, err)
 		}
 		out = append(out, r)
 	}
 	return out
 }
 
-func (h *home) ends() []run {
+// endsOf is the jobs that ended, out of runs.
+func endsOf(runs []run) []run {
 	var out []run
-	for _, r := range h.runs() {
+	for _, r := range runs {
 		if r.Event == "end" {
 			out = append(out, r)
 		}
@@ -184,36 +134,36 @@ func (h *home) ends() []run {
 	return out
 }
 
-func (h *home) stateEntries() []string {
-	h.t.Helper()
-	entries, err := os.ReadDir(filepath.Join(h.dir, "state"))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
+// fakeRunningJob waits for the fake executor in dir to hold a job at its
+// gate that is not in seen, and returns its id.
+func fakeRunningJob(t testing.TB, dir string, seen map[string]bool) string {
+	t.Helper()
+	var id string
+	waitFor(t, "a job to hold at the gate", 20*time.Second, func() (bool, string) {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if s, ok := strings.CutPrefix(e.Name(), "running-"); ok && !seen[s] {
+				id = s
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d entries in %s", len(entries), dir)
+	})
+	return id
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+func (h *home) runs() []run { return fakeRuns(h.t, h.fake) }
+
+func (h *home) ends() []run { return endsOf(h.runs()) }
+
+func (h *home) stateEntries() []string {
+	h.t.Helper()
+	return dirNames(h.t, filepath.Join(h.dir, "state"))
 }
 
 func (h *home) gate() {
 	h.t.Helper()
-	if err := os.WriteFile(filepath.Join(h.fake, "gate"), nil, 0o644); err != nil {
-		h.t.Fatal(err)
-	}
+	mustWrite(h.t, filepath.Join(h.fake, "gate"), "")
 }
 
 func (h *home) openGate() { os.Remove(filepath.Join(h.fake, "gate")) }
@@ -221,38 +171,5 @@ func (h *home) openGate() { os.Remove(filepath.Join(h.fake, "gate")) }
 // runningJob waits for a job to hold at the gate and returns its id.
 func (h *home) runningJob() string {
 	h.t.Helper()
-	var id string
-	eventually(h.t, "a job to reach the gate", func() bool {
-		entries, _ := os.ReadDir(h.fake)
-		for _, e := range entries {
-			if s, ok := strings.CutPrefix(e.Name(), "running-"); ok {
-				id = s
-				return true
-			}
-		}
-		return false
-	})
-	return id
+	return fakeRunningJob(h.t, h.fake, nil)
 }
-
-func waitExit(t *testing.T, cmd *exec.Cmd) int {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if ee, ok := err.(*exec.ExitError); ok {
-			return ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("concierge did not exit")
-		return -1
-	}
-}
-
-var _ = syscall.SIGTERM

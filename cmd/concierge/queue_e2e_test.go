@@ -113,15 +113,15 @@ func TestTriggersDuringARunningJobMakeOneFollowUp(t *testing.T) {
 	for i := 2; i <= 30; i++ {
 		h.drop(fmt.Sprintf("build-%02d.csv", i), fmt.Sprintf("type=main,tenant=tenant-%02d,command=build", i))
 	}
-	eventually(t, "the triggers to be taken in", func() bool { return len(h.stateEntries()) == 0 })
+	eventually(t, "the triggers to be taken in", 20*time.Second, func() bool { return len(h.stateEntries()) == 0 })
 	// status works while the other concierge runs.
 	jobs := h.status()
 	if len(jobs) != 2 || jobs[0].ID != first || jobs[0].State != queue.Running || jobs[1].State != queue.Pending || len(jobs[1].Triggers) != 29 {
 		t.Fatalf("status during the build = %+v", jobs)
 	}
 	h.openGate()
-	eventually(t, "two jobs to end", func() bool { return len(h.ends()) == 2 })
-	watch.Process.Signal(syscall.SIGTERM)
+	eventually(t, "two jobs to end", 20*time.Second, func() bool { return len(h.ends()) == 2 })
+	watch.cmd.Process.Signal(syscall.SIGTERM)
 	if code := waitExit(t, watch); code != 0 {
 		t.Fatalf("watch exit %d after SIGTERM:\n%s", code, logs)
 	}
@@ -144,11 +144,11 @@ func TestSlowWriterIsNotReadHalfWritten(t *testing.T) {
 	}
 	f.WriteString("cde,command=build\n")
 	f.Close()
-	eventually(t, "the job to end", func() bool { return len(h.ends()) == 1 })
+	eventually(t, "the job to end", 20*time.Second, func() bool { return len(h.ends()) == 1 })
 	if got := h.ends()[0].Tenants; !slices.Equal(got, []string{"abcde"}) {
 		t.Fatalf("tenants = %v, want [abcde]", got)
 	}
-	watch.Process.Signal(syscall.SIGTERM)
+	watch.cmd.Process.Signal(syscall.SIGTERM)
 	waitExit(t, watch)
 }
 
@@ -158,7 +158,7 @@ func TestKill9MidJobThenRestartCompletesTheJobOnce(t *testing.T) {
 	h.drop("build-1.csv", "type=main,command=build")
 	run, _ := h.start("run")
 	id := h.runningJob()
-	if err := run.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := run.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	waitExit(t, run)
@@ -193,7 +193,7 @@ func TestSigtermInWatchPutsTheJobBackToPending(t *testing.T) {
 	watch, logs := h.start("watch")
 	h.drop("build-1.csv", "type=main,command=build")
 	id := h.runningJob()
-	watch.Process.Signal(syscall.SIGTERM)
+	watch.cmd.Process.Signal(syscall.SIGTERM)
 	if code := waitExit(t, watch); code != 0 {
 		t.Fatalf("watch exit %d:\n%s", code, logs)
 	}
@@ -216,7 +216,7 @@ func TestTwoProcessesNeverRunJobsAtOnce(t *testing.T) {
 	first, _ := h.start("run")
 	h.runningJob()
 	second, secondLogs := h.start("run")
-	eventually(t, "the second process to wait for the lock", func() bool {
+	eventually(t, "the second process to wait for the lock", 20*time.Second, func() bool {
 		return strings.Contains(secondLogs.String(), "waiting for it to finish")
 	})
 	h.drop("build-2.csv", "type=dedicated,site=acme,command=build")
@@ -326,7 +326,7 @@ func TestLogsFollowsTheRunningJobToItsEnd(t *testing.T) {
 	run, _ := h.start("run")
 	id := h.runningJob()
 	follow, followOut := h.start("logs", "-f")
-	eventually(t, "logs -f to show the step's output", func() bool {
+	eventually(t, "logs -f to show the step's output", 20*time.Second, func() bool {
 		return strings.Contains(followOut.String(), "[fake-build] building main for tenant-a")
 	})
 	h.openGate()

@@ -26,22 +26,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/tractstack/concierge/deploy"
 	"github.com/tractstack/concierge/deploy/systemd"
-	"github.com/tractstack/concierge/internal/pm2test"
 	"github.com/tractstack/concierge/internal/sandbox"
 	"github.com/tractstack/concierge/internal/systemdtest"
 	"github.com/tractstack/concierge/internal/testtool"
@@ -61,13 +55,13 @@ type sdHost struct {
 	sd  *systemdtest.Manager
 	dir string // the home
 	bin string // the concierge binary the units run
-	env []string
 }
 
 // sdNewHost prepares the home's directories (state, log, etc, and the
 // test's starts, late and fake) and writes etc/concierge.env, which the
 // units read through EnvironmentFile=: the manager's XDG_RUNTIME_DIR (so
-// `systemctl --user` inside the service reaches this manager) and extra.
+// `systemctl --user` inside the service reaches this manager) and extra
+// (which wins over those).
 func sdNewHost(t *testing.T, sd *systemdtest.Manager, dir, bin string, extra ...string) *sdHost {
 	t.Helper()
 	for _, d := range []string{"state", "log", "etc", "starts", "late", "fake"} {
@@ -76,11 +70,8 @@ func sdNewHost(t *testing.T, sd *systemdtest.Manager, dir, bin string, extra ...
 		}
 	}
 	h := &sdHost{t: t, sd: sd, dir: dir, bin: bin}
-	env := append(append([]string{"CONCIERGE_SYSTEMCTL=systemctl --user"}, sd.Env()...), extra...)
-	if err := os.WriteFile(filepath.Join(dir, "etc", "concierge.env"), []byte(strings.Join(env, "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h.env = env
+	env := setEnv(append([]string{"CONCIERGE_SYSTEMCTL=systemctl --user"}, sd.Env()...), extra...)
+	mustWrite(t, filepath.Join(dir, "etc", "concierge.env"), strings.Join(env, "\n")+"\n")
 	return h
 }
 
@@ -101,9 +92,7 @@ func (h *sdHost) dropIn(unit, name, content string) {
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		h.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
-		h.t.Fatal(err)
-	}
+	mustWrite(h.t, filepath.Join(d, name), content)
 }
 
 // installPathPair installs the rendered path/service pair plus the test
@@ -127,9 +116,7 @@ func (h *sdHost) installPathPair() {
 	late, state := filepath.Join(h.dir, "late"), filepath.Join(h.dir, "state")
 	h.dropIn(sdService, "test-late.conf", fmt.Sprintf("[Service]\nExecStartPost=-%[1]s %[2]s/late-notes.txt %[3]s/late-notes.txt\nExecStartPost=-%[1]s %[2]s/build-late.csv %[3]s/build-late.csv\n",
 		mv, late, state))
-	if err := os.WriteFile(filepath.Join(h.sd.UnitDir(), sdService), []byte(h.render(sdService)), 0o644); err != nil {
-		h.t.Fatal(err)
-	}
+	mustWrite(h.t, filepath.Join(h.sd.UnitDir(), sdService), h.render(sdService))
 	h.sd.InstallUnit(sdPath, h.render(sdPath))
 	if out, err := h.sd.Systemctl("enable", "--now", sdPath); err != nil {
 		h.t.Fatalf("enable --now %s: %v\n%s", sdPath, err, out)
@@ -164,11 +151,7 @@ func (h *sdHost) trigger(line, name string) {
 
 func (h *sdHost) count(sub string) int {
 	h.t.Helper()
-	entries, err := os.ReadDir(filepath.Join(h.dir, sub))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return len(entries)
+	return len(dirNames(h.t, filepath.Join(h.dir, sub)))
 }
 
 // starts is how many times the service has started.
@@ -177,14 +160,10 @@ func (h *sdHost) starts() int { return h.count("starts") }
 // triggers lists the build-*.csv files in state/.
 func (h *sdHost) triggers() []string {
 	h.t.Helper()
-	entries, err := os.ReadDir(filepath.Join(h.dir, "state"))
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	var out []string
-	for _, e := range entries {
-		if queue.IsTriggerName(e.Name()) {
-			out = append(out, e.Name())
+	for _, name := range dirNames(h.t, filepath.Join(h.dir, "state")) {
+		if queue.IsTriggerName(name) {
+			out = append(out, name)
 		}
 	}
 	return out
@@ -193,39 +172,20 @@ func (h *sdHost) triggers() []string {
 // fakeEnds counts the jobs the fake executor finished.
 func (h *sdHost) fakeEnds() int {
 	h.t.Helper()
-	data, err := os.ReadFile(filepath.Join(h.dir, "fake", "runs.jsonl"))
-	if os.IsNotExist(err) {
-		return 0
-	}
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return strings.Count(string(data), `"event":"end"`)
+	return len(endsOf(fakeRuns(h.t, filepath.Join(h.dir, "fake"))))
 }
 
 // jobs is `concierge status --json`.
 func (h *sdHost) jobs() []queue.Job {
 	h.t.Helper()
-	cmd := exec.Command(h.bin, "status", "--json")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "T8K_HOME=" + h.dir}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		h.t.Fatalf("status --json: %v\n%s", err, stderr.String())
-	}
-	var st struct{ Jobs []queue.Job }
-	if err := json.Unmarshal(out, &st); err != nil {
-		h.t.Fatalf("status --json: %v\n%s", err, out)
-	}
-	return st.Jobs
+	return statusJobs(h.t, h.bin, []string{"PATH=" + os.Getenv("PATH"), "T8K_HOME=" + h.dir})
 }
 
 // settled waits until no trigger is left, the service is inactive and
 // cond holds; then it checks the service's last run succeeded.
 func (h *sdHost) settled(what string, timeout time.Duration, cond func() bool) {
 	h.t.Helper()
-	sdWait(h.t, what, timeout, func() (bool, string) {
+	waitFor(h.t, what, timeout, func() (bool, string) {
 		trig := h.triggers()
 		state := h.show(sdService, "ActiveState")
 		return len(trig) == 0 && state == "inactive" && cond(),
@@ -256,31 +216,6 @@ func (h *sdHost) steady(what string, want int) {
 	}
 }
 
-// sdWait polls cond until it holds or timeout passes; cond's second value
-// says what it saw, for the failure message.
-func sdWait(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last seen: %s)", timeout, what, seen)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// sdWrite writes a file.
-func sdWrite(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestSystemdPathUnitDoesNotLoopAndCatchesLateTriggers drives the shipped
 // path/service pair (with the fake executor, whose gate holds a job) and
 // counts the service's starts.
@@ -293,7 +228,7 @@ func TestSystemdPathUnitDoesNotLoopAndCatchesLateTriggers(t *testing.T) {
 
 	// A stray file that was there before: the path unit starts and waits;
 	// the file never starts the service (DirectoryNotEmpty= would loop).
-	sdWrite(t, filepath.Join(state, "notes.txt"), "operator's notes\n")
+	mustWrite(t, filepath.Join(state, "notes.txt"), "operator's notes\n")
 	h.installPathPair()
 	h.steady("stray notes.txt, no trigger", 0)
 
@@ -310,10 +245,8 @@ func TestSystemdPathUnitDoesNotLoopAndCatchesLateTriggers(t *testing.T) {
 	// PathModified= and PathExistsGlob= starts that run only sometimes:
 	// seen both ways on this machine.)
 	before := h.starts()
-	sdWrite(t, filepath.Join(state, "notes-2.txt"), "more notes\n")
-	for end := time.Now().Add(time.Second); time.Now().Before(end) && h.starts() == before; {
-		time.Sleep(50 * time.Millisecond)
-	}
+	mustWrite(t, filepath.Join(state, "notes-2.txt"), "more notes\n")
+	poll(time.Second, 50*time.Millisecond, func() bool { return h.starts() != before })
 	h.settled("the path unit to wait again after notes-2.txt", 10*time.Second, func() bool { return true })
 	strayRuns := h.starts() - before
 	if strayRuns > 1 {
@@ -325,9 +258,9 @@ func TestSystemdPathUnitDoesNotLoopAndCatchesLateTriggers(t *testing.T) {
 	// A trigger dropped while a job runs is taken in by the same run: one
 	// start for the whole batch, one follow-up job.
 	before = h.starts()
-	sdWrite(t, filepath.Join(dir, "fake", "gate"), "")
+	mustWrite(t, filepath.Join(dir, "fake", "gate"), "")
 	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s%N).csv")
-	sdWait(t, "the job to hold at the gate", 20*time.Second, func() (bool, string) {
+	waitFor(t, "the job to hold at the gate", 20*time.Second, func() (bool, string) {
 		return h.count("fake") >= 3, fmt.Sprintf("fake dir has %d entries", h.count("fake")) // runs.jsonl, gate, running-<id>
 	})
 	h.trigger("type=main,tenant=second,command=build", "build-$(date +%s%N).csv")
@@ -345,7 +278,7 @@ func TestSystemdPathUnitDoesNotLoopAndCatchesLateTriggers(t *testing.T) {
 	// still active (ExecStartPost= moves it in): systemd 252 does not act
 	// on PathModified= events of a running unit (systemd issue 5770)...
 	before = h.starts()
-	sdWrite(t, filepath.Join(dir, "late", "late-notes.txt"), "late notes\n")
+	mustWrite(t, filepath.Join(dir, "late", "late-notes.txt"), "late notes\n")
 	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s%N).csv")
 	h.settled("a run that ends with a late stray file", 30*time.Second, func() bool { return h.fakeEnds() == 4 })
 	if _, err := os.Stat(filepath.Join(state, "late-notes.txt")); err != nil {
@@ -359,7 +292,7 @@ func TestSystemdPathUnitDoesNotLoopAndCatchesLateTriggers(t *testing.T) {
 	// ...but it re-checks PathExistsGlob= when the service ends: a late
 	// trigger starts the service once more and is built.
 	before = h.starts()
-	sdWrite(t, filepath.Join(dir, "late", "build-late.csv"), "type=main,tenant=late,command=build\n")
+	mustWrite(t, filepath.Join(dir, "late", "build-late.csv"), "type=main,tenant=late,command=build\n")
 	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s%N).csv")
 	h.settled("a run that ends with a late trigger, and the next run", 30*time.Second, func() bool {
 		_, err := os.Stat(filepath.Join(dir, "late", "build-late.csv"))
@@ -416,7 +349,7 @@ func TestSystemdWatchServiceNotifyWatchdogAndStop(t *testing.T) {
 	if st, sub := h.show(sdWatch, "ActiveState"), h.show(sdWatch, "SubState"); st != "active" || sub != "running" {
 		t.Fatalf("after start: %s/%s, want active/running", st, sub)
 	}
-	sdWait(t, "StatusText=idle", 10*time.Second, func() (bool, string) {
+	waitFor(t, "StatusText=idle", 10*time.Second, func() (bool, string) {
 		s := h.show(sdWatch, "StatusText")
 		return s == "idle", s
 	})
@@ -438,28 +371,28 @@ func TestSystemdWatchServiceNotifyWatchdogAndStop(t *testing.T) {
 	}
 
 	// A trigger is built; STATUS= names the job while it runs.
-	sdWrite(t, filepath.Join(dir, "fake", "gate"), "")
+	mustWrite(t, filepath.Join(dir, "fake", "gate"), "")
 	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s).csv")
-	id := sdRunningJob(t, dir, nil)
-	sdWait(t, "StatusText naming the job", 10*time.Second, func() (bool, string) {
+	id := fakeRunningJob(t, filepath.Join(dir, "fake"), nil)
+	waitFor(t, "StatusText naming the job", 10*time.Second, func() (bool, string) {
 		s := h.show(sdWatch, "StatusText")
 		return strings.Contains(s, id) && strings.Contains(s, "build main"), s
 	})
 	os.Remove(filepath.Join(dir, "fake", "gate"))
-	sdWait(t, "the job to finish and StatusText=idle", 20*time.Second, func() (bool, string) {
+	waitFor(t, "the job to finish and StatusText=idle", 20*time.Second, func() (bool, string) {
 		s := h.show(sdWatch, "StatusText")
 		return h.fakeEnds() == 1 && s == "idle" && len(h.triggers()) == 0, s
 	})
 
 	// Stopped while a job holds: concierge cancels the step, the job is
 	// pending again, and it exits 0 well before TimeoutStopSec=.
-	sdWrite(t, filepath.Join(dir, "fake", "gate"), "")
+	mustWrite(t, filepath.Join(dir, "fake", "gate"), "")
 	h.trigger("type=main,tenant=default,command=build", "build-$(date +%s%N).csv")
-	id2 := sdRunningJob(t, dir, map[string]bool{id: true})
+	id2 := fakeRunningJob(t, filepath.Join(dir, "fake"), map[string]bool{id: true})
 	if out, err := sd.Systemctl("stop", "--no-block", sdWatch); err != nil {
 		t.Fatalf("stop: %v\n%s", err, out)
 	}
-	sdWait(t, "concierge.service to stop", 20*time.Second, func() (bool, string) {
+	waitFor(t, "concierge.service to stop", 20*time.Second, func() (bool, string) {
 		st := h.show(sdWatch, "ActiveState")
 		return st == "inactive" || st == "failed", st
 	})
@@ -475,89 +408,6 @@ func TestSystemdWatchServiceNotifyWatchdogAndStop(t *testing.T) {
 			t.Fatalf("job interrupted by stop is %s, want pending", j.State)
 		}
 	}
-}
-
-// sdRunningJob waits for the fake executor to hold a job at its gate that
-// is not in seen, and returns its id.
-func sdRunningJob(t *testing.T, dir string, seen map[string]bool) string {
-	t.Helper()
-	var id string
-	sdWait(t, "a job to hold at the gate", 20*time.Second, func() (bool, string) {
-		entries, _ := os.ReadDir(filepath.Join(dir, "fake"))
-		for _, e := range entries {
-			if s, ok := strings.CutPrefix(e.Name(), "running-"); ok && !seen[s] {
-				id = s
-				return true, ""
-			}
-		}
-		return false, fmt.Sprintf("%d entries in fake/", len(entries))
-	})
-	return id
-}
-
-// sdFreePorts returns n distinct free loopback ports.
-func sdFreePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var out []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		out = append(out, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return out
-}
-
-// sdToolEnv is what the build tools need, for the installer's steps the
-// test runs and for the service (through concierge.env): the test's PATH
-// and HOME, its warm GOCACHE, no network.
-func sdToolEnv(t *testing.T) []string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOCACHE", "GOPATH", "GOMODCACHE").Output()
-	if err != nil {
-		t.Fatalf("go env: %v", err)
-	}
-	g := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(g) != 3 {
-		t.Fatalf("go env printed %q", out)
-	}
-	home := os.Getenv("HOME")
-	if home == "" {
-		home = t.TempDir()
-	}
-	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home,
-		"GOCACHE=" + g[0], "GOPATH=" + g[1], "GOMODCACHE=" + g[2], "GOPROXY=off", "GOTOOLCHAIN=local", "GOFLAGS=",
-		"npm_config_update_notifier=false"}
-}
-
-func sdRun(t *testing.T, dir string, env []string, name string, args ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(append([]string{}, env...), "CI=true")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s %s in %s: %v\n%s", name, strings.Join(args, " "), dir, err, out)
-	}
-}
-
-// sdGet returns the body of GET http://127.0.0.1:port/path.
-func sdGet(port int, path string) (string, error) {
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://127.0.0.1:" + strconv.Itoa(port) + path)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return string(b), fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return strings.TrimSpace(string(b)), err
 }
 
 // sdJournal runs journalctl with args and returns its output.
@@ -583,54 +433,26 @@ func sdJournal(t *testing.T, args ...string) string {
 func TestSystemdPathUnitBuildGoesLive(t *testing.T) {
 	testtool.Require(t, "git", "go", "node", "pnpm", "pm2", "journalctl", "sh", "mktemp", "mv")
 	systemdtest.RequireJournal(t)
-	sd := systemdtest.Start(t)
-	pm := pm2test.Start(t)
-	ctx := context.Background()
-
-	site := fmt.Sprintf("sd%08x", rand.Uint32()) // a unit name no other test uses
-	ports := sdFreePorts(t, 2)
-	sb, err := sandbox.New(ctx, t.TempDir(), sandbox.Options{Sites: []string{site},
-		Ports: map[string][2]int{site: {ports[0], ports[1]}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := deploy.PathsFor(sb.Dir, site)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tools := sdToolEnv(t)
 
 	// The host as the installer leaves it: v1 built and running, the
-	// backend as a unit of the (user) manager, the frontend under pm2.
-	sdRun(t, p.BackendSrc, tools, "go", "build", "-o", p.Binary, "./cmd/tractstack-go")
-	sdRun(t, p.FrontendSrc, tools, "pnpm", "install")
-	sdRun(t, p.FrontendSrc, tools, "pnpm", "build")
-	sd.InstallUnit("tractstack-go@.service", fmt.Sprintf("[Unit]\nDescription=tractstack-go %%i (test)\n\n[Service]\nExecStart=%s/sites/%%i/bin/tractstack-go --port %d\nRestart=no\n",
-		sb.Dir, ports[0]))
-	if out, err := sd.Systemctl("start", p.Unit); err != nil {
-		t.Fatalf("start %s: %v\n%s", p.Unit, err, out)
-	}
-	t.Cleanup(func() { sd.Systemctl("stop", p.Unit) })
-	pm.StartApp(p.Process, p.Entry, ports[1])
-	sdWait(t, "v1 to answer", 20*time.Second, func() (bool, string) {
-		v, err := sdGet(ports[0], "/api/v1/version")
-		return err == nil && v == "v1", fmt.Sprint(v, err)
-	})
-	fe, ok := pm.Get(p.Process)
+	// backend as an instance of a template unit of the (user) manager,
+	// the frontend under pm2.
+	site := fmt.Sprintf("sd%08x", rand.Uint32()) // a unit name no other test uses
+	live := startLiveHost(t, liveOptions{installs: []string{site}, running: true, template: true,
+		env: []string{"CONCIERGE_HEALTH_TIMEOUT=20s", "CONCIERGE_STEP_TIMEOUT=2m"}})
+	p, ports := live.paths(site), live.ports[site]
+	fe, ok := live.pm.Get(p.Process)
 	if !ok {
 		t.Fatal("frontend not under pm2")
 	}
 
-	h := sdNewHost(t, sd, sb.Dir, bins.real, append(tools,
-		"PM2_HOME="+pm.Home(), "CONCIERGE_FRONTEND_UPDATE=", "CONCIERGE_HEALTH_TIMEOUT=20s", "CONCIERGE_STEP_TIMEOUT=2m")...)
+	h := sdNewHost(t, live.sd, live.sb.Dir, bins.real, live.env...)
 	h.installPathPair()
-	if _, err := sb.PushBackend(ctx, site, sandbox.BackendVersion("v2", true)); err != nil {
-		t.Fatal(err)
-	}
+	live.push(site, changeOf(sandbox.BackendVersion("v2", true)), nil)
 	h.trigger("type=dedicated,site="+site+",command=build", "build-$(date +%s).csv")
 
-	sdWait(t, "v2 to answer", 2*time.Minute, func() (bool, string) {
-		v, err := sdGet(ports[0], "/api/v1/version")
+	waitFor(t, "v2 to answer", 2*time.Minute, func() (bool, string) {
+		v, err := loopbackGet(ports[0], "/api/v1/version")
 		return err == nil && v == "v2", fmt.Sprintf("%q %v; service %s", v, err, h.show(sdService, "ActiveState"))
 	})
 	h.settled("the run to end", time.Minute, func() bool { return true })
@@ -642,16 +464,16 @@ func TestSystemdPathUnitBuildGoesLive(t *testing.T) {
 		t.Fatalf("jobs: %+v", jobs)
 	}
 	job := jobs[0]
-	if after, ok := pm.Get(p.Process); !ok || after.RestartTime <= fe.RestartTime || after.Status != "online" {
+	if after, ok := live.pm.Get(p.Process); !ok || after.RestartTime <= fe.RestartTime || after.Status != "online" {
 		t.Fatalf("pm2 reload through PM2_HOME from concierge.env: before %+v, after %+v", fe, after)
 	}
-	if v, err := sdGet(ports[1], "/"); err != nil || !strings.Contains(v, "frontend") {
+	if v, err := loopbackGet(ports[1], "/"); err != nil || !strings.Contains(v, "frontend") {
 		t.Fatalf("frontend after reload: %q %v", v, err)
 	}
 
 	// `journalctl JOB_ID=<id>` finds the job's lines, readable.
 	var text string
-	sdWait(t, "the job's lines in the journal", 15*time.Second, func() (bool, string) {
+	waitFor(t, "the job's lines in the journal", 15*time.Second, func() (bool, string) {
 		text = sdJournal(t, "-o", "cat", "JOB_ID="+job.ID)
 		return strings.Contains(text, "job succeeded"), text
 	})
@@ -710,7 +532,7 @@ func TestSystemdPathUnitBuildGoesLive(t *testing.T) {
 	}
 
 	// The compat log file has them too.
-	data, err := os.ReadFile(filepath.Join(sb.Dir, "log", "concierge.log"))
+	data, err := os.ReadFile(filepath.Join(live.sb.Dir, "log", "concierge.log"))
 	if err != nil || !strings.Contains(string(data), job.ID) {
 		t.Fatalf("log/concierge.log does not name job %s: %v", job.ID, err)
 	}

@@ -84,10 +84,6 @@ func frontendFiles(version string) map[string]string {
 `,
 		"build.mjs": `import fs from "node:fs";
 
-if (fs.existsSync("src/broken")) {
-  console.error("build failed: src/broken exists");
-  process.exit(1);
-}
 let delay = 0;
 if (fs.existsSync("src/build-delay-ms")) {
   delay = parseInt(fs.readFileSync("src/build-delay-ms", "utf8"), 10) || 0;
@@ -95,6 +91,10 @@ if (fs.existsSync("src/build-delay-ms")) {
 const version = fs.readFileSync("src/version.txt", "utf8").trim();
 console.log("building frontend " + version);
 setTimeout(() => {
+  if (fs.existsSync("src/broken")) {
+    console.error("build failed: src/broken exists");
+    process.exit(1);
+  }
   fs.rmSync("dist", { recursive: true, force: true });
   fs.mkdirSync("dist/server", { recursive: true });
   fs.mkdirSync("dist/client", { recursive: true });
