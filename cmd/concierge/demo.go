@@ -208,7 +208,7 @@ func (d *demo) run(ctx context.Context, base *Config) error {
 	if err != nil {
 		return err
 	}
-	writeStatus(d.out, jobs, 10, time.Now())
+	writeStatus(d.out, jobs, 10, time.Now(), false)
 	d.say("\n==> Outcomes")
 	for _, o := range d.outcomes {
 		d.say("    %s", o)

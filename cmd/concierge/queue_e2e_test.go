@@ -119,6 +119,10 @@ func TestTriggersDuringARunningJobMakeOneFollowUp(t *testing.T) {
 	if len(jobs) != 2 || jobs[0].ID != first || jobs[0].State != queue.Running || jobs[1].State != queue.Pending || len(jobs[1].Triggers) != 29 {
 		t.Fatalf("status during the build = %+v", jobs)
 	}
+	table, _, _ := h.concierge("status")
+	if !strings.Contains(table, "RUNNING  "+first+"  build main  step fake-build for") || !strings.Contains(table, "PENDING  1") {
+		t.Fatalf("status table during the build:\n%s", table)
+	}
 	h.openGate()
 	eventually(t, "two jobs to end", 20*time.Second, func() bool { return len(h.ends()) == 2 })
 	watch.cmd.Process.Signal(syscall.SIGTERM)
@@ -162,6 +166,11 @@ func TestKill9MidJobThenRestartCompletesTheJobOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitExit(t, run)
+	// status says the job's process is gone, not that it still runs.
+	table, _, _ := h.concierge("status")
+	if !strings.Contains(table, "STOPPED  "+id) || !strings.Contains(table, "no concierge is running it") {
+		t.Fatalf("status after the kill:\n%s", table)
+	}
 	h.openGate()
 	_, stderr, code := h.concierge("run")
 	if code != 0 {

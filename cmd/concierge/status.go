@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,14 +41,14 @@ func statusCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(map[string]any{"jobs": list})
 	}
-	writeStatus(a.Stdout, jobs, recent, time.Now())
+	writeStatus(a.Stdout, jobs, recent, time.Now(), orphaned(cfg, jobs))
 	return nil
 }
 
 // writeStatus prints the readable status: the running job with its step
 // and elapsed time, the pending jobs, and the recent results with the
 // tail of a failed step's output.
-func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time) {
+func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orphaned bool) {
 	var running, pending, done []*queue.Job
 	for _, j := range jobs {
 		switch j.State {
@@ -69,6 +70,11 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time) {
 			if s.State == queue.Running {
 				step, since = s.Name, s.StartedAt
 			}
+		}
+		if orphaned {
+			fmt.Fprintf(w, "STOPPED  %s  %s %s  at step %s: no concierge is running it (it died or was killed); "+
+				"it runs again at the next start, e.g. concierge run\n", j.ID, j.Command, j.Target, step)
+			continue
 		}
 		fmt.Fprintf(w, "RUNNING  %s  %s %s  step %s for %s  (job %s)\n", j.ID, j.Command, j.Target, step,
 			elapsed(since, now), elapsed(j.StartedAt, now))
@@ -135,4 +141,23 @@ func elapsed(since *time.Time, now time.Time) string {
 		return "?"
 	}
 	return now.Sub(*since).Round(time.Second).String()
+}
+
+// orphaned reports whether a job is recorded running while no concierge
+// holds the run lock: its process died. Taking the lock for an instant to
+// find out is harmless; a concierge that starts meanwhile waits for it.
+func orphaned(cfg *Config, jobs []*queue.Job) bool {
+	running := false
+	for _, j := range jobs {
+		running = running || j.State == queue.Running
+	}
+	if !running {
+		return false
+	}
+	l, err := queue.TryLock(filepath.Join(cfg.DataDir, "lock"))
+	if err != nil {
+		return false // held (or unreadable): someone is running it
+	}
+	l.Release()
+	return true
 }
