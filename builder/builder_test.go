@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/tractstack/concierge/internal/sandbox"
+	"github.com/tractstack/concierge/internal/syncbuf"
 	"github.com/tractstack/concierge/internal/testtool"
 )
 
@@ -69,7 +70,7 @@ func TestBuildBackend(t *testing.T) {
 	b := New(Config{Env: testEnv(), GoBuildFlags: []string{"-ldflags", "-s -w"}, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	binDir := filepath.Join(t.TempDir(), "bin")
 	bin := filepath.Join(binDir, "tractstack-go")
-	var out syncBuffer
+	var out syncbuf.Buffer
 	if err := b.BuildBackend(ctx, h.BackendSrc(""), bin, &out); err != nil {
 		t.Fatalf("BuildBackend: %v\n%s", err, out.String())
 	}
@@ -84,7 +85,7 @@ func TestBuildBackend(t *testing.T) {
 	if _, err := b.PullBackend(ctx, h.BackendSrc(""), nil); err != nil {
 		t.Fatal(err)
 	}
-	out = syncBuffer{}
+	out = syncbuf.Buffer{}
 	err := b.BuildBackend(ctx, h.BackendSrc(""), bin, &out)
 	if err == nil {
 		t.Fatal("BuildBackend of a broken commit succeeded")
@@ -149,7 +150,7 @@ func TestBuildFrontend(t *testing.T) {
 	src := h.FrontendSrc("")
 	// The sandbox package does not depend on it: the update is skipped.
 	b := New(Config{Env: testEnv(), FrontendUpdate: "astro-tractstack", Log: zerolog.New(zerolog.NewTestWriter(t))})
-	var out syncBuffer
+	var out syncbuf.Buffer
 	if err := b.BuildFrontend(context.Background(), src, &out); err != nil {
 		t.Fatalf("BuildFrontend: %v\n%s", err, out.String())
 	}
@@ -204,7 +205,7 @@ func TestBuildFrontendRunsUpdateForDependency(t *testing.T) {
 	writeFile(t, filepath.Join(src, "package.json"),
 		`{"name":"app","version":"0.0.0","private":true,"dependencies":{"localdep":"link:../dep"},"scripts":{"build":"node -e \"require('fs').mkdirSync('dist')\""}}`)
 	b := New(Config{Env: testEnv(), FrontendUpdate: "localdep", Log: zerolog.New(zerolog.NewTestWriter(t))})
-	var out syncBuffer
+	var out syncbuf.Buffer
 	err := b.BuildFrontend(context.Background(), src, &out)
 	t.Logf("output:\n%s", out.String())
 	if err != nil {

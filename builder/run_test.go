@@ -1,7 +1,6 @@
 package builder
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,12 +10,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tractstack/concierge/internal/syncbuf"
 )
 
 // TestMain makes the test binary a child subreaper, as a service manager
@@ -148,29 +148,11 @@ func TestLookPathUsesChildPath(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the copier and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func testEnv() []string { return ChildEnv(os.Environ(), os.Getenv("HOME")) }
 
 func TestRunOutputAndExitStatus(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	err := Run(context.Background(), Command{Name: "sh", Args: []string{"-c", "echo out; echo err >&2"}, Env: testEnv(), Output: &out})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
@@ -201,7 +183,7 @@ func TestRunOutputAndExitStatus(t *testing.T) {
 
 func TestRunUsesOnlyGivenEnv(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	env := append(testEnv(), "CONCIERGE_TEST_MARK=yes")
 	if err := Run(context.Background(), Command{Name: "env", Env: env, Output: &out}); err != nil {
 		t.Fatal(err)
@@ -209,7 +191,7 @@ func TestRunUsesOnlyGivenEnv(t *testing.T) {
 	if !strings.Contains(out.String(), "CONCIERGE_TEST_MARK=yes") {
 		t.Errorf("child env lacks the given variable: %q", out.String())
 	}
-	out = syncBuffer{}
+	out = syncbuf.Buffer{}
 	if err := Run(context.Background(), Command{Name: "/usr/bin/env", Env: []string{"ONLY=1"}, Output: &out}); err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +212,7 @@ func startGroup(t *testing.T, ctx context.Context, script string, timeout time.D
 			Args:    []string{"-c", "echo $$ > " + pidFile + ".tmp && mv " + pidFile + ".tmp " + pidFile + "; " + script},
 			Env:     testEnv(),
 			Timeout: timeout,
-			Output:  &syncBuffer{},
+			Output:  &syncbuf.Buffer{},
 		})
 	}()
 	deadline := time.Now().Add(10 * time.Second)

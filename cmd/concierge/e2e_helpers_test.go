@@ -21,7 +21,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +29,7 @@ import (
 	"github.com/tractstack/concierge/deploy"
 	"github.com/tractstack/concierge/internal/pm2test"
 	"github.com/tractstack/concierge/internal/sandbox"
+	"github.com/tractstack/concierge/internal/syncbuf"
 	"github.com/tractstack/concierge/internal/systemdtest"
 	"github.com/tractstack/concierge/internal/testtool"
 	"github.com/tractstack/concierge/queue"
@@ -38,28 +38,10 @@ import (
 // buildMain is the trigger line of a build of the main install.
 const buildMain = "type=main,tenant=default,command=build"
 
-// syncBuffer is a bytes.Buffer that a child writes while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a child started in the background.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer // its stdout and stderr
+	out  *syncbuf.Buffer // its stdout and stderr
 	done chan struct{}
 	err  error // what Wait returned, once done is closed
 }
@@ -70,7 +52,7 @@ func startProc(t testing.TB, bin string, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
-	p := &proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tractstack/concierge/internal/syncbuf"
 	"github.com/tractstack/concierge/queue"
 )
 
@@ -76,7 +77,7 @@ func (h *home) concierge(args ...string) (stdout, stderr string, code int) {
 
 // start starts the fake binary in the background; it is killed at the
 // end of the test if still running.
-func (h *home) start(args ...string) (*proc, *syncBuffer) {
+func (h *home) start(args ...string) (*proc, *syncbuf.Buffer) {
 	h.t.Helper()
 	p := startProc(h.t, bins.fake, h.env(), args...)
 	return p, p.out
