@@ -68,19 +68,11 @@ func Open(cfg Config) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	jobs, problems, err := st.Load()
-	if err != nil {
+	q := &Queue{cfg: cfg, store: st, entropy: ulid.Monotonic(rand.Reader, 0), changed: make(chan struct{})}
+	if err := q.load(); err != nil {
 		return nil, err
 	}
-	for _, p := range problems {
-		cfg.Log.Warn().Err(p).Msg("unreadable job record left alone")
-	}
-	q := &Queue{
-		cfg: cfg, store: st, jobs: jobs, byTrigger: map[string][]string{},
-		entropy: ulid.Monotonic(rand.Reader, 0), changed: make(chan struct{}),
-	}
-	for _, j := range jobs {
-		q.index(j, j.identities()...)
+	for _, j := range q.jobs {
 		if j.State == Running {
 			recoverRunning(j, cfg.Now().UTC())
 			if err := st.Save(j); err != nil {
@@ -107,23 +99,32 @@ func (q *Queue) freshLocked() error {
 	if !q.stale {
 		return nil
 	}
-	jobs, problems, err := q.store.Load()
-	if err != nil {
+	if err := q.load(); err != nil {
 		return fmt.Errorf("reload job records after a failed write: %w", err)
 	}
 	q.stale = false
+	for _, j := range q.jobs {
+		if j.State == Pending {
+			q.signal()
+			break
+		}
+	}
+	return nil
+}
+
+// load replaces the jobs and the trigger index with the records on disk.
+func (q *Queue) load() error {
+	jobs, problems, err := q.store.Load()
+	if err != nil {
+		return err
+	}
 	for _, p := range problems {
 		q.cfg.Log.Warn().Err(p).Msg("unreadable job record left alone")
 	}
 	q.jobs = jobs
 	q.byTrigger = map[string][]string{}
-	pending := false
 	for _, j := range jobs {
 		q.index(j, j.identities()...)
-		pending = pending || j.State == Pending
-	}
-	if pending {
-		q.signal()
 	}
 	return nil
 }
@@ -497,18 +498,21 @@ func (q *Queue) Finish(id string, runErr error) (Job, error) {
 }
 
 // Requeue puts the running job id back to pending, for a shutdown that
-// cancelled it: it will run again, from the start, at the next start.
-func (q *Queue) Requeue(id, why string) error {
+// cancelled it: it will run again, from the start, at the next start. It
+// returns the job as recorded.
+func (q *Queue) Requeue(id, why string) (Job, error) {
+	var out Job
 	err := q.Update(id, func(j *Job) {
 		j.State = Pending
 		markInterrupted(j, why)
+		out = clone(j)
 	})
 	if err == nil {
 		q.mu.Lock()
 		q.signal()
 		q.mu.Unlock()
 	}
-	return err
+	return out, err
 }
 
 // Jobs returns copies of every job, oldest first.

@@ -72,7 +72,7 @@ func (r *Runner) RunNext(ctx context.Context) (job queue.Job, ran bool, err erro
 	log := r.cfg.Log.With().Str("job_id", job.ID).Str("target", job.Target).Str("command", job.Command).Logger()
 	out, err := os.OpenFile(q.Store().OutputPath(job.ID), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		_ = q.Requeue(job.ID, "could not open the output file")
+		_, _ = q.Requeue(job.ID, "could not open the output file")
 		return job, true, fmt.Errorf("open job output: %w", err)
 	}
 	defer out.Close()
@@ -92,11 +92,11 @@ func (r *Runner) RunNext(ctx context.Context) (job queue.Job, ran bool, err erro
 	dur := r.cfg.Now().Sub(start)
 	defer r.status("idle")
 	if runErr != nil && ctx.Err() != nil {
-		if err := q.Requeue(job.ID, "interrupted by shutdown; will run again"); err != nil {
+		final, err := q.Requeue(job.ID, "interrupted by shutdown; will run again")
+		if err != nil {
 			return job, true, err
 		}
 		log.Warn().Int64("duration_ms", dur.Milliseconds()).Msg("job interrupted by shutdown; it is pending again and runs at the next start")
-		final, _ := findJob(q, job.ID)
 		return final, true, fmt.Errorf("run job %s: %w", job.ID, ErrInterrupted)
 	}
 	final, err := q.Finish(job.ID, runErr)
@@ -127,15 +127,6 @@ func (r *Runner) status(msg string) {
 	if r.cfg.OnStatus != nil {
 		r.cfg.OnStatus(msg)
 	}
-}
-
-func findJob(q *queue.Queue, id string) (queue.Job, bool) {
-	for _, j := range q.Jobs() {
-		if j.ID == id {
-			return j, true
-		}
-	}
-	return queue.Job{}, false
 }
 
 func round(d time.Duration) time.Duration {
