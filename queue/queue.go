@@ -359,6 +359,19 @@ func assign(jobs []*Job, trigger, id string, reqs []Request, create func(Request
 	return created, merged
 }
 
+// Group is the jobs intake would make of one trigger's requests on an
+// empty queue (what `concierge plan` shows). Pure.
+func Group(trigger string, reqs []Request) []Job {
+	created, _ := assign(nil, trigger, trigger, reqs, func(r Request) *Job {
+		return &Job{State: Pending, Target: r.Target(), Command: r.Command}
+	})
+	out := make([]Job, len(created))
+	for i, j := range created {
+		out[i] = clone(j)
+	}
+	return out
+}
+
 func (q *Queue) add(j *Job) {
 	q.jobs = append(q.jobs, j)
 	q.index(j, j.identities()...)

@@ -484,3 +484,28 @@ func TestPruneRemovesSetAsideTriggers(t *testing.T) {
 		t.Fatalf("rejected dir still holds %d entries after its job was pruned", len(entries))
 	}
 }
+
+func TestGroupIsWhatIntakeMakes(t *testing.T) {
+	reqs, _, err := Parse("build-1.csv", []byte("type=main,tenant=aaa,command=build\ntype=main,command=rollback\ntype=prod,tenant=bbb,command=build\n"), sites())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, j := range Group("build-1.csv", reqs) {
+		got = append(got, j.Command+" "+j.Target+" "+strings.Join(j.Tenants, ","))
+	}
+	// The second build comes after the rollback, so it does not join the
+	// first build: the same three jobs intake makes.
+	want := []string{"build main aaa", "rollback main default", "build main bbb"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Group = %q, want %q", got, want)
+	}
+	f := newFixture(t)
+	q := f.open()
+	if _, err := q.Intake([]Incoming{f.drop("build-1.csv", "type=main,tenant=aaa,command=build\ntype=main,command=rollback\ntype=prod,tenant=bbb,command=build\n")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(q.Jobs()); n != len(want) {
+		t.Fatalf("intake made %d jobs, Group %d", n, len(want))
+	}
+}

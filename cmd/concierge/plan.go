@@ -37,23 +37,10 @@ func planCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 	if err != nil {
 		return &exitError{code: exitFailed, err: fmt.Errorf("invalid trigger: %w", err)}
 	}
-	// Group as intake would: one job per target and command.
-	var jobs []*queue.Job
-	for _, r := range reqs {
-		var j *queue.Job
-		for _, c := range jobs {
-			if c.Target == r.Target() && c.Command == r.Command {
-				j = c
-			}
-		}
-		if j == nil {
-			j = &queue.Job{Target: r.Target(), Command: r.Command}
-			jobs = append(jobs, j)
-		}
-		j.Tenants = appendNew(j.Tenants, r.Tenant)
-	}
+	// Group as intake would.
+	jobs := queue.Group(name, reqs)
 	for i, j := range jobs {
-		steps, err := planSteps(cfg, *j)
+		steps, err := planSteps(cfg, j)
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
@@ -63,15 +50,6 @@ func planCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 		}
 	}
 	return nil
-}
-
-func appendNew(list []string, s string) []string {
-	for _, x := range list {
-		if x == s {
-			return list
-		}
-	}
-	return append(list, s)
 }
 
 // readTriggerFile reads a trigger named on the command line the way intake
