@@ -379,15 +379,8 @@ func (t *target) rollbackAfter(ctx context.Context, cause error) error {
 		// build settle the target.
 		return errors.Join(cause, ctx.Err())
 	}
-	var rel deploy.Release
-	if err := t.s.Step(ctx, StepRollback, func(ctx context.Context, out io.Writer) error {
-		var err error
-		rel, err = t.pl.cfg.Deployer.Rollback(ctx, t.p, t.job.ID)
-		if err == nil {
-			fmt.Fprintf(out, "rolled back to %s (release %s)\n", rel.Label(), rel.ID)
-		}
-		return err
-	}); err != nil {
+	rel, err := t.rollbackStep(ctx)
+	if err != nil {
 		return fmt.Errorf("%w; rollback failed: %w", cause, err)
 	}
 	rolled := fmt.Errorf("%w; rolled back to %s", cause, rel.Label())
@@ -400,19 +393,26 @@ func (t *target) rollbackAfter(ctx context.Context, cause error) error {
 	return rolled
 }
 
-func (t *target) rollback(ctx context.Context) error {
-	if err := t.recover(ctx); err != nil {
-		return err
-	}
+// rollbackStep makes the previous release live, as the rollback step.
+func (t *target) rollbackStep(ctx context.Context) (deploy.Release, error) {
 	var rel deploy.Release
-	if err := t.s.Step(ctx, StepRollback, func(ctx context.Context, out io.Writer) error {
+	err := t.s.Step(ctx, StepRollback, func(ctx context.Context, out io.Writer) error {
 		var err error
 		rel, err = t.pl.cfg.Deployer.Rollback(ctx, t.p, t.job.ID)
 		if err == nil {
 			fmt.Fprintf(out, "rolled back to %s (release %s)\n", rel.Label(), rel.ID)
 		}
 		return err
-	}); err != nil {
+	})
+	return rel, err
+}
+
+func (t *target) rollback(ctx context.Context) error {
+	if err := t.recover(ctx); err != nil {
+		return err
+	}
+	rel, err := t.rollbackStep(ctx)
+	if err != nil {
 		return err
 	}
 	t.s.Log().Info().Str("backend_commit", rel.Backend).Str("release", rel.ID).Msg("rolled back")
