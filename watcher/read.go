@@ -171,21 +171,30 @@ func refuseMode(m fs.FileMode) string {
 	return ""
 }
 
-// Scan reads every trigger directly in opts.Dir, in name order. It
-// returns the settled ones and the names still being written.
-func Scan(opts Options) (files []File, unsettled []string, err error) {
-	opts.defaults()
+// list names the triggers directly in opts.Dir, sorted.
+func list(opts Options) ([]string, error) {
 	entries, err := os.ReadDir(opts.Dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("scan state dir: %w", err)
+		return nil, fmt.Errorf("scan state dir: %w", err)
 	}
-	names := make([]string, 0, len(entries))
+	var names []string
 	for _, e := range entries {
 		if opts.Match(e.Name()) {
 			names = append(names, e.Name())
 		}
 	}
 	sort.Strings(names)
+	return names, nil
+}
+
+// Scan reads every trigger directly in opts.Dir, in name order. It
+// returns the settled ones and the names still being written.
+func Scan(opts Options) (files []File, unsettled []string, err error) {
+	opts.defaults()
+	names, err := list(opts)
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, name := range names {
 		f, ok, err := Read(opts, name)
 		if errors.Is(err, fs.ErrNotExist) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -184,16 +183,11 @@ func (w *Watcher) loop(ctx context.Context) {
 
 // addAll puts every trigger in the directory on the waiting list.
 func (w *Watcher) addAll(waiting map[string]bool) error {
-	entries, err := os.ReadDir(w.opts.Dir)
-	if err != nil {
-		return fmt.Errorf("scan state dir: %w", err)
+	names, err := list(w.opts)
+	for _, n := range names {
+		waiting[n] = true
 	}
-	for _, e := range entries {
-		if w.opts.Match(e.Name()) {
-			waiting[e.Name()] = true
-		}
-	}
-	return nil
+	return err
 }
 
 // check reads the waiting files, returns the settled ones in name order
