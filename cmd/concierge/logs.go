@@ -48,7 +48,7 @@ func logsCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 		return err
 	}
 	if !follow {
-		if err := copyOutput(store.OutputPath(id), 0, a.Stdout); err != nil && !isNotExist(err) {
+		if _, err := copyFrom(store.OutputPath(id), 0, a.Stdout); err != nil && !isNotExist(err) {
 			return err
 		}
 		return jobResult(a, job)
@@ -124,11 +124,6 @@ func jobResult(a *App, job *queue.Job) error {
 		fmt.Fprintf(a.Stdout, "=== job %s is %s\n", job.ID, job.State)
 		return nil
 	}
-}
-
-func copyOutput(path string, offset int64, w io.Writer) error {
-	_, err := copyFrom(path, offset, w)
-	return err
 }
 
 func copyFrom(path string, offset int64, w io.Writer) (int64, error) {

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -154,7 +153,7 @@ func orphaned(cfg *Config, jobs []*queue.Job) bool {
 	if !running {
 		return false
 	}
-	l, err := queue.TryLock(filepath.Join(cfg.DataDir, "lock"))
+	l, err := queue.TryLock(queue.ReadStore(cfg.DataDir).LockPath())
 	if err != nil {
 		return false // held (or unreadable): someone is running it
 	}
