@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/tractstack/concierge/internal/atomicfile"
 )
 
 func exists(path string) bool {
@@ -25,50 +27,6 @@ func isRegular(path string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-// syncDir makes a rename or a create in dir durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir %s: %w", dir, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path, fsyncs it,
-// renames it over path and fsyncs the directory, so a reader or a crash
-// sees the old content or the new, never a part.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temp for %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
 // moveDir renames src to dst (dst must not exist). Across filesystems it
 // copies to dst+".copying", renames that to dst and removes src, so a crash
 // leaves either src whole, or dst whole (with src possibly still there):
@@ -76,10 +34,10 @@ func writeFileAtomic(path string, data []byte) error {
 func moveDir(src, dst string) error {
 	err := os.Rename(src, dst)
 	if err == nil {
-		if err := syncDir(filepath.Dir(src)); err != nil {
+		if err := atomicfile.SyncDir(filepath.Dir(src)); err != nil {
 			return err
 		}
-		return syncDir(filepath.Dir(dst))
+		return atomicfile.SyncDir(filepath.Dir(dst))
 	}
 	if !errors.Is(err, syscall.EXDEV) {
 		return fmt.Errorf("move %s: %w", src, err)
@@ -94,13 +52,13 @@ func moveDir(src, dst string) error {
 	if err := os.Rename(tmp, dst); err != nil {
 		return fmt.Errorf("move copy of %s: %w", src, err)
 	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(src); err != nil {
 		return fmt.Errorf("remove moved %s: %w", src, err)
 	}
-	return syncDir(filepath.Dir(src))
+	return atomicfile.SyncDir(filepath.Dir(src))
 }
 
 // copyTree copies a directory of regular files, directories and symlinks.
@@ -164,7 +122,7 @@ func linkOrCopy(src, dst string) error {
 		return fmt.Errorf("remove stale %s: %w", dst, err)
 	}
 	if err := os.Link(src, dst); err == nil {
-		return syncDir(filepath.Dir(dst))
+		return atomicfile.SyncDir(filepath.Dir(dst))
 	}
 	fi, err := os.Stat(src)
 	if err != nil {
@@ -178,5 +136,5 @@ func linkOrCopy(src, dst string) error {
 	if err := os.Rename(tmp, dst); err != nil {
 		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
-	return syncDir(filepath.Dir(dst))
+	return atomicfile.SyncDir(filepath.Dir(dst))
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/tractstack/concierge/internal/atomicfile"
 )
 
 // The staging directory <root>/bin/releases/.staging holds one operation in
@@ -266,7 +268,7 @@ func removeStaging(p Paths) error {
 	if err := os.RemoveAll(p.Staging); err != nil {
 		return fmt.Errorf("remove staging: %w", err)
 	}
-	return syncDir(p.Releases)
+	return atomicfile.SyncDir(p.Releases)
 }
 
 // Prepare starts a build: it recovers anything left over, creates the
@@ -280,7 +282,7 @@ func (d *Deployer) Prepare(ctx context.Context, p Paths) error {
 	if err := os.MkdirAll(p.Staging, 0o755); err != nil {
 		return fmt.Errorf("create staging: %w", err)
 	}
-	if err := syncDir(p.Releases); err != nil {
+	if err := atomicfile.SyncDir(p.Releases); err != nil {
 		return err
 	}
 	if err := d.crashPoint("prepare-staging-created"); err != nil {
@@ -290,7 +292,7 @@ func (d *Deployer) Prepare(ctx context.Context, p Paths) error {
 		if err := moveDir(p.Dist, filepath.Join(p.Staging, stagedDist)); err != nil {
 			return fmt.Errorf("keep dist aside: %w", err)
 		}
-	} else if err := writeFileAtomic(filepath.Join(p.Staging, noDistMark), nil); err != nil {
+	} else if err := atomicfile.WriteFile(filepath.Join(p.Staging, noDistMark), nil, 0o644); err != nil {
 		return err
 	}
 	return d.crashPoint("prepare-dist-aside")
@@ -370,10 +372,10 @@ func (d *Deployer) Swap(ctx context.Context, p Paths, prev, next Release) error 
 	if err := os.Rename(p.NewBinary(), p.Binary); err != nil {
 		return fmt.Errorf("swap: rename new binary live: %w", err)
 	}
-	if err := syncDir(p.BinDir); err != nil {
+	if err := atomicfile.SyncDir(p.BinDir); err != nil {
 		return fmt.Errorf("swap: %w", err)
 	}
-	if err := syncDir(p.Staging); err != nil {
+	if err := atomicfile.SyncDir(p.Staging); err != nil {
 		return fmt.Errorf("swap: %w", err)
 	}
 	if err := d.crashPoint("swap-committed"); err != nil {
@@ -491,10 +493,10 @@ func (d *Deployer) Rollback(ctx context.Context, p Paths, jobID string) (Release
 	if err := os.Rename(p.NewBinary(), p.Binary); err != nil {
 		return Release{}, fmt.Errorf("roll back: rename binary live: %w", err)
 	}
-	if err := syncDir(p.BinDir); err != nil {
+	if err := atomicfile.SyncDir(p.BinDir); err != nil {
 		return Release{}, fmt.Errorf("roll back: %w", err)
 	}
-	if err := syncDir(p.Staging); err != nil {
+	if err := atomicfile.SyncDir(p.Staging); err != nil {
 		return Release{}, fmt.Errorf("roll back: %w", err)
 	}
 	if err := d.crashPoint("rollback-committed"); err != nil {

@@ -24,6 +24,8 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/rs/zerolog"
+
+	"github.com/tractstack/concierge/internal/atomicfile"
 )
 
 // Config configures a Queue.
@@ -284,7 +286,7 @@ func (q *Queue) Intake(files []Incoming) (res IntakeResult, err error) {
 		}
 	}
 	if len(remove)+len(setAside) > 0 {
-		if err := SyncDir(q.cfg.StateDir); err != nil {
+		if err := atomicfile.SyncDir(q.cfg.StateDir); err != nil {
 			return res, err
 		}
 	}
@@ -308,7 +310,7 @@ func (q *Queue) setAside(name string, j *Job) error {
 	base := j.ID + "-" + name
 	reason := fmt.Sprintf("trigger: %s\njob: %s\nrejected: %s\nreason: %s\n", name, j.ID,
 		j.CreatedAt.UTC().Format(time.RFC3339Nano), j.Error)
-	if err := WriteFileAtomic(filepath.Join(q.store.RejectedDir(), base+".reason"), []byte(reason), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(q.store.RejectedDir(), base+".reason"), []byte(reason), 0o644); err != nil {
 		return fmt.Errorf("write rejection reason: %w", err)
 	}
 	err := os.Rename(filepath.Join(q.cfg.StateDir, name), filepath.Join(q.store.RejectedDir(), base))
@@ -610,7 +612,7 @@ func TriggerLine(typ, tenant, site, command, retryOf string) string {
 func WriteTrigger(stateDir string, lines []string, now time.Time) (string, error) {
 	id := ulid.MustNew(ulid.Timestamp(now), rand.Reader).String()
 	path := filepath.Join(stateDir, "build-"+id+".csv")
-	if err := WriteFileAtomic(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("write trigger: %w", err)
 	}
 	return path, nil

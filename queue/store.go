@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/tractstack/concierge/internal/atomicfile"
 )
 
 // Store is the on-disk home of job records: one JSON file per job under
@@ -64,7 +66,7 @@ func (s *Store) Save(j *Job) error {
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
-	if err := WriteFileAtomic(s.recordPath(j.ID), append(data, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(s.recordPath(j.ID), append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("save job %s: %w", j.ID, err)
 	}
 	return nil

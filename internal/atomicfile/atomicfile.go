@@ -1,4 +1,6 @@
-package queue
+// Package atomicfile writes files so that a reader or a crash sees either
+// the old file or the whole new one, and makes renames durable.
+package atomicfile
 
 import (
 	"fmt"
@@ -6,10 +8,10 @@ import (
 	"path/filepath"
 )
 
-// WriteFileAtomic writes data to path so that a reader or a crash sees
+// WriteFile writes data to path so that a reader or a crash sees
 // either the old file or the whole new one: write a temporary file in the
 // same directory, fsync it, rename it over path, fsync the directory.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+func WriteFile(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
