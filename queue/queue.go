@@ -661,13 +661,24 @@ func ArrivalTime(name string) (time.Time, bool) {
 // ULID name sorts before every unix-time name). Names that carry no time
 // keep plain name order, before the others.
 func SortArrival[T any](items []T, name func(T) string) {
-	sort.SliceStable(items, func(a, b int) bool {
-		na, nb := name(items[a]), name(items[b])
-		ta, _ := ArrivalTime(na)
-		tb, _ := ArrivalTime(nb)
-		if !ta.Equal(tb) {
-			return ta.Before(tb)
+	type keyed struct {
+		item T
+		name string
+		at   time.Time
+	}
+	// Parse each name once, not at every comparison: a burst is thousands.
+	ks := make([]keyed, len(items))
+	for i, it := range items {
+		ks[i].item, ks[i].name = it, name(it)
+		ks[i].at, _ = ArrivalTime(ks[i].name)
+	}
+	sort.SliceStable(ks, func(a, b int) bool {
+		if !ks[a].at.Equal(ks[b].at) {
+			return ks[a].at.Before(ks[b].at)
 		}
-		return na < nb
+		return ks[a].name < ks[b].name
 	})
+	for i := range ks {
+		items[i] = ks[i].item
+	}
 }
