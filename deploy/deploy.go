@@ -36,8 +36,8 @@ type Config struct {
 	Systemctl []string
 	// PM2 is the pm2 command prefix.
 	PM2 []string
-	// HealthTimeout bounds each health check; HealthInterval is the poll
-	// period within it.
+	// HealthTimeout bounds each health check; HealthInterval is the
+	// longest wait between two probes within it.
 	HealthTimeout  time.Duration
 	HealthInterval time.Duration
 	// Keep is how many previous releases are kept.
@@ -61,7 +61,7 @@ func DefaultConfig() Config {
 		Systemctl:      []string{"systemctl"},
 		PM2:            []string{"pm2"},
 		HealthTimeout:  30 * time.Second,
-		HealthInterval: 200 * time.Millisecond,
+		HealthInterval: 100 * time.Millisecond,
 		Keep:           3,
 		StepTimeout:    15 * time.Minute,
 		Log:            zerolog.Nop(),

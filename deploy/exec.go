@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -84,6 +85,16 @@ func (d *Deployer) ReloadFrontend(ctx context.Context, p Paths, out io.Writer) e
 	if out == nil {
 		out = io.Discard
 	}
+	// Which mode pm2 runs the process in decides whether the reload has a
+	// gap; asked meanwhile, so that the reload does not wait for it.
+	mode := make(chan string, 1)
+	go func() { mode <- d.execMode(ctx, p.Process) }()
+	defer func() {
+		m := <-mode
+		msg := ReloadNote(p.Process, m)
+		fmt.Fprintln(out, msg)
+		d.cfg.Log.Info().Str("process", p.Process).Str("exec_mode", m).Msg(msg)
+	}()
 	args := append(append([]string{}, d.cfg.PM2[1:]...), "reload", p.Process)
 	d.cfg.Log.Info().Str("process", p.Process).Strs("cmd", append([]string{d.cfg.PM2[0]}, args...)).
 		Msgf("reload frontend: %s", strings.Join(append([]string{d.cfg.PM2[0]}, args...), " "))
@@ -105,4 +116,54 @@ func (d *Deployer) ReloadFrontend(ctx context.Context, p Paths, out io.Writer) e
 // because another one holds its reload lock.
 func ReloadLocked(msg string) bool {
 	return strings.Contains(msg, "Reload already in progress")
+}
+
+// execMode asks pm2 (jlist) how it runs process: "fork_mode",
+// "cluster_mode", or "" when it cannot tell.
+func (d *Deployer) execMode(ctx context.Context, process string) string {
+	var buf strings.Builder
+	args := append(append([]string{}, d.cfg.PM2[1:]...), "jlist")
+	if err := d.cfg.Run(ctx, "", d.cfg.PM2[0], args, d.cfg.Env, d.cfg.StepTimeout, &buf); err != nil {
+		return ""
+	}
+	return ExecMode(buf.String(), process)
+}
+
+// ExecMode finds, in the output of `pm2 jlist`, the exec mode of the
+// process named name ("fork_mode" or "cluster_mode"); "" when it is not
+// there. pm2 may print other lines before the JSON array. Pure.
+func ExecMode(jlist, name string) string {
+	i := strings.Index(jlist, "[")
+	if i < 0 {
+		return ""
+	}
+	var procs []struct {
+		Name string `json:"name"`
+		Env  struct {
+			ExecMode string `json:"exec_mode"`
+		} `json:"pm2_env"`
+	}
+	if err := json.NewDecoder(strings.NewReader(jlist[i:])).Decode(&procs); err != nil {
+		return ""
+	}
+	for _, p := range procs {
+		if p.Name == name {
+			return p.Env.ExecMode
+		}
+	}
+	return ""
+}
+
+// ReloadNote says, for the job's log, what a reload of process in pm2
+// mode means for visitors. Pure.
+func ReloadNote(process, mode string) string {
+	switch mode {
+	case "cluster_mode":
+		return fmt.Sprintf("pm2 runs %s in cluster mode: the reload starts the new server before it stops the old one, with no gap", process)
+	case "fork_mode":
+		return fmt.Sprintf("pm2 runs %s in fork mode: the reload restarts the server, so it refuses connections for a moment; "+
+			"run it in cluster mode (exec_mode cluster, instances 1) for a reload without a gap (README: zero-gap frontend reloads)", process)
+	default:
+		return fmt.Sprintf("pm2 mode of %s unknown (pm2 jlist did not list it)", process)
+	}
 }

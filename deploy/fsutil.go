@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/tractstack/concierge/internal/atomicfile"
 )
@@ -25,40 +24,6 @@ func isDir(path string) bool {
 func isRegular(path string) bool {
 	fi, err := os.Lstat(path)
 	return err == nil && fi.Mode().IsRegular()
-}
-
-// moveDir renames src to dst (dst must not exist). Across filesystems it
-// copies to dst+".copying", renames that to dst and removes src, so a crash
-// leaves either src whole, or dst whole (with src possibly still there):
-// never only a part.
-func moveDir(src, dst string) error {
-	err := os.Rename(src, dst)
-	if err == nil {
-		if err := atomicfile.SyncDir(filepath.Dir(src)); err != nil {
-			return err
-		}
-		return atomicfile.SyncDir(filepath.Dir(dst))
-	}
-	if !errors.Is(err, syscall.EXDEV) {
-		return fmt.Errorf("move %s: %w", src, err)
-	}
-	tmp := dst + ".copying"
-	if err := os.RemoveAll(tmp); err != nil {
-		return fmt.Errorf("remove stale copy %s: %w", tmp, err)
-	}
-	if err := copyTree(src, tmp); err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("move copy of %s: %w", src, err)
-	}
-	if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(src); err != nil {
-		return fmt.Errorf("remove moved %s: %w", src, err)
-	}
-	return atomicfile.SyncDir(filepath.Dir(src))
 }
 
 // copyTree copies a directory of regular files, directories and symlinks.
@@ -86,14 +51,16 @@ func copyTree(src, dst string) error {
 			}
 			return os.Symlink(link, target)
 		case info.Mode().IsRegular():
-			return copyFile(path, target, info.Mode().Perm())
+			return copyFile(path, target, info.Mode().Perm(), false)
 		default:
 			return fmt.Errorf("copy %s: not a regular file", path)
 		}
 	})
 }
 
-func copyFile(src, dst string, perm fs.FileMode) error {
+// copyFile copies src to dst with perm; with sync it is on disk when
+// copyFile returns.
+func copyFile(src, dst string, perm fs.FileMode, sync bool) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -107,9 +74,11 @@ func copyFile(src, dst string, perm fs.FileMode) error {
 		out.Close()
 		return err
 	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
+	if sync {
+		if err := out.Sync(); err != nil {
+			out.Close()
+			return err
+		}
 	}
 	return out.Close()
 }
@@ -129,7 +98,7 @@ func linkOrCopy(src, dst string) error {
 		return fmt.Errorf("stat %s: %w", src, err)
 	}
 	tmp := dst + ".tmp"
-	if err := copyFile(src, tmp, fi.Mode().Perm()); err != nil {
+	if err := copyFile(src, tmp, fi.Mode().Perm(), true); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("copy %s: %w", src, err)
 	}

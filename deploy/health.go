@@ -40,14 +40,16 @@ func loopbackClient(timeout time.Duration) *http.Client {
 // probe is one health request's verdict: nil when ok answers true.
 type probe func(ctx context.Context, c *http.Client) error
 
-// poll runs check every interval until it passes or timeout passes; the
-// error then is the last failure.
+// poll runs check until it passes or timeout passes, at once and then
+// with a back-off from 5 ms up to interval; the error then is the last
+// failure.
 func poll(ctx context.Context, timeout, interval time.Duration, check probe) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c := loopbackClient(min(timeout, 5*time.Second))
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	// The first probe at once, then a short back-off up to interval: a
+	// service that is up within milliseconds is seen within milliseconds.
+	wait := min(5*time.Millisecond, interval)
 	var last error
 	for {
 		err := check(ctx, c)
@@ -58,11 +60,14 @@ func poll(ctx context.Context, timeout, interval time.Duration, check probe) err
 		if ctx.Err() == nil || last == nil {
 			last = err
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return fmt.Errorf("not healthy within %s: %w", timeout, last)
 		case <-t.C:
 		}
+		wait = min(2*wait, interval)
 	}
 }
 

@@ -73,6 +73,7 @@ type realHost struct {
 	sd    *systemdtest.Manager
 	pm    *pm2test.PM2
 	ports Ports
+	b     Build // the build prepared by build, for swap
 }
 
 func startRealHost(t *testing.T) *realHost {
@@ -140,25 +141,22 @@ func (r *realHost) build(t *testing.T, backend sandbox.Change, frontend string) 
 	if err := sandbox.WriteFrontendFiles(r.p.FrontendSrc, sandbox.FrontendVersion(frontend)); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.d.Prepare(ctx, r.p); err != nil {
+	b, err := r.d.Prepare(ctx, r.p, Release{Backend: "initial"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	command(t, r.p.BackendSrc, nil, "go", "build", "-o", r.p.NewBinary(), "./cmd/tractstack-go")
-	command(t, r.p.FrontendSrc, []string{"CI=true"}, "pnpm", "build")
+	if err := r.d.StageFrontend(ctx, r.p, b, testOut(t)); err != nil {
+		t.Fatal(err)
+	}
+	command(t, r.p.BackendSrc, nil, "go", "build", "-o", b.Binary, "./cmd/tractstack-go")
+	command(t, b.Frontend, []string{"CI=true"}, "pnpm", "build")
+	r.b = b
 	return commit
 }
 
 func (r *realHost) swap(t *testing.T, next string) {
 	t.Helper()
-	ctx := context.Background()
-	prev, ok, err := Current(r.p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !ok {
-		prev = Release{Backend: "initial"}
-	}
-	if err := r.d.Swap(ctx, r.p, prev, Release{Backend: next}); err != nil {
+	if err := r.d.Swap(context.Background(), r.p, r.b, Release{Backend: next}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -47,8 +47,8 @@ func TestPathsFor(t *testing.T) {
 			if !strings.HasPrefix(p.Releases, p.BinDir+"/") || !strings.HasPrefix(p.Staging, p.Releases+"/") {
 				t.Errorf("releases %q / staging %q not under bin dir %q", p.Releases, p.Staging, p.BinDir)
 			}
-			if !strings.HasPrefix(p.NewBinary(), p.Staging+"/") {
-				t.Errorf("new binary %q not in staging", p.NewBinary())
+			if b := p.ReleaseDir("x"); !strings.HasPrefix(b.Binary, p.Releases+"/") || !strings.HasPrefix(b.Entry, b.Dir+"/frontend/dist/") {
+				t.Errorf("release dir %+v not under releases %q", b, p.Releases)
 			}
 			if p.PortsFile != strings.TrimSuffix(tc.home, "/")+"/etc/t8k-ports.conf" {
 				t.Errorf("ports file %q", p.PortsFile)
@@ -132,13 +132,9 @@ func TestDecide(t *testing.T) {
 	}{
 		{name: "nothing in flight", f: Facts{}, want: ActNone},
 		{name: "build in progress or failed", f: Facts{Staging: true}, want: ActUndo},
-		{name: "backend built, not swapped", f: Facts{Staging: true, NewBinary: true}, want: ActUndo},
-		{name: "swap phase written, not committed", f: Facts{Staging: true, Phase: "swap", NewBinary: true}, want: ActUndo},
 		{name: "swap committed", f: Facts{Staging: true, Phase: "swap"}, want: ActFinishSwap},
-		{name: "rollback staged, not committed", f: Facts{Staging: true, Phase: "rollback", NewBinary: true}, want: ActUndo},
 		{name: "rollback committed", f: Facts{Staging: true, Phase: "rollback"}, want: ActFinishRollback},
-		{name: "unreadable phase, not committed", f: Facts{Staging: true, Phase: "unreadable", NewBinary: true}, want: ActUndo},
-		{name: "unreadable phase, committed", f: Facts{Staging: true, Phase: "unreadable"}, want: ActStuck},
+		{name: "unreadable phase", f: Facts{Staging: true, Phase: "unreadable"}, want: ActStuck},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

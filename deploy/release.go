@@ -19,24 +19,24 @@ import (
 // Its JSON form is the release.json of a release directory and the
 // current.json of the releases directory.
 type Release struct {
-	// ID names the release's directory once it is no longer live: the
-	// UTC time it went live, so that name order is age order.
+	// ID names the release's directory: the UTC time its build started,
+	// so that name order is age order.
 	ID       string    `json:"id"`
 	Backend  string    `json:"backend_commit"`
 	Frontend string    `json:"frontend_commit"`
 	LiveAt   time.Time `json:"live_at"`
-	// Unverified is set in current.json from the swap that made the
-	// release live until its health checks pass (MarkVerified). A live
-	// release that is unverified is discarded, not kept, when the next
-	// build replaces it, so it never becomes a rollback target. Absent
-	// means verified: a current.json written before the field existed
-	// describes a release that went through its checks.
+	// Unverified is set from the swap that made the release live until
+	// its health checks pass (MarkVerified). A live release that is
+	// unverified is discarded, not kept, when the next build replaces
+	// it, so it never becomes a rollback target. Absent means verified:
+	// a record written before the field existed describes a release that
+	// went through its checks.
 	Unverified bool `json:"unverified,omitempty"`
 	// RolledBackBy is, in current.json, the id of the job whose rollback
 	// made the release live, so that the same job run again (after an
 	// interruption) does not roll back a second time.
 	RolledBackBy string `json:"rolled_back_by,omitempty"`
-	// Dir, HasBinary and HasDist describe a kept release on disk.
+	// Dir, HasBinary and HasDist describe a release on disk.
 	Dir       string `json:"-"`
 	HasBinary bool   `json:"-"`
 	HasDist   bool   `json:"-"`
@@ -64,19 +64,18 @@ var idRe = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{9}Z(-[0-9]+)?$`)
 // validID reports whether id may name a release directory.
 func validID(id string) bool { return idRe.MatchString(id) }
 
-// newID makes a release id from t that no directory in releases has yet.
-func newID(releases string, t time.Time) string {
-	base := t.UTC().Format(idLayout)
-	id := base
-	for n := 1; exists(filepath.Join(releases, id)); n++ {
-		id = fmt.Sprintf("%s-%d", base, n)
-	}
-	return id
+// describe fills in what r's directory holds.
+func describe(p Paths, r *Release) {
+	b := p.ReleaseDir(r.ID)
+	r.Dir = b.Dir
+	r.HasBinary = isRegular(b.Binary)
+	r.HasDist = isRegular(b.Entry)
 }
 
-// ListReleases returns the kept releases of p, oldest first. Directories
-// whose names are not release ids (the staging directory) are not
-// releases.
+// ListReleases returns the kept releases of p, oldest first: every
+// complete release directory (one with a release.json) but the live one.
+// Directories whose names are not release ids (the staging directory) are
+// not releases, and neither is a release still being built.
 func ListReleases(p Paths) ([]Release, error) {
 	entries, err := os.ReadDir(p.Releases)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -85,22 +84,22 @@ func ListReleases(p Paths) ([]Release, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list releases: %w", err)
 	}
+	cur, _, err := Current(p)
+	if err != nil {
+		return nil, fmt.Errorf("list releases: %w", err)
+	}
 	var out []Release
 	for _, e := range entries {
-		if !e.IsDir() || !validID(e.Name()) {
+		if !e.IsDir() || !validID(e.Name()) || e.Name() == cur.ID {
 			continue
 		}
-		dir := filepath.Join(p.Releases, e.Name())
-		r := Release{ID: e.Name()}
-		if data, err := os.ReadFile(filepath.Join(dir, releaseFile)); err == nil {
-			if err := json.Unmarshal(data, &r); err != nil {
-				return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, releaseFile), err)
-			}
+		if !isRegular(filepath.Join(p.Releases, e.Name(), releaseFile)) {
+			continue
 		}
-		r.ID = e.Name()
-		r.Dir = dir
-		r.HasBinary = isRegular(filepath.Join(dir, "tractstack-go"))
-		r.HasDist = isDir(filepath.Join(dir, "dist"))
+		r, err := readRelease(p, e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("list releases: %w", err)
+		}
 		out = append(out, r)
 	}
 	sortReleases(out)
@@ -112,12 +111,12 @@ func sortReleases(rs []Release) {
 }
 
 // RollbackTarget picks what a rollback makes live: the newest kept
-// release that has a binary and passed its checks when it was live (an
-// unverified release is never kept, this is a second guard). ok is false
-// when there is none.
+// release that has a binary and a frontend and passed its checks when it
+// was live (an unverified release is never kept, this is a second guard).
+// ok is false when there is none.
 func RollbackTarget(releases []Release) (Release, bool) {
 	for i := len(releases) - 1; i >= 0; i-- {
-		if releases[i].HasBinary && !releases[i].Unverified {
+		if releases[i].HasBinary && releases[i].HasDist && !releases[i].Unverified {
 			return releases[i], true
 		}
 	}
@@ -137,7 +136,8 @@ func PruneList(releases []Release, keep int) []Release {
 	return rs[:len(rs)-keep]
 }
 
-// Prune deletes all but the newest Keep releases of p.
+// Prune deletes all but the newest Keep kept releases of p (the live one
+// is never pruned).
 func (d *Deployer) Prune(p Paths) error {
 	rs, err := ListReleases(p)
 	if err != nil {
@@ -145,13 +145,7 @@ func (d *Deployer) Prune(p Paths) error {
 	}
 	for _, r := range PruneList(rs, d.cfg.Keep) {
 		d.cfg.Log.Info().Str("release", r.ID).Msgf("prune release %s", r.ID)
-		// Renamed out of the history first, so that a crash mid-delete
-		// leaves no half release that a rollback could pick.
-		trash := filepath.Join(p.Releases, ".prune-"+r.ID)
-		if err := os.Rename(r.Dir, trash); err != nil {
-			return fmt.Errorf("prune release %s: %w", r.ID, err)
-		}
-		if err := os.RemoveAll(trash); err != nil {
+		if err := trash(p, r.ID); err != nil {
 			return fmt.Errorf("prune release %s: %w", r.ID, err)
 		}
 	}
@@ -178,6 +172,9 @@ func Current(p Paths) (r Release, ok bool, err error) {
 	}
 	if err := json.Unmarshal(data, &r); err != nil {
 		return Release{}, false, fmt.Errorf("parse current release: %w", err)
+	}
+	if validID(r.ID) {
+		describe(p, &r)
 	}
 	return r, true, nil
 }
@@ -206,6 +203,15 @@ func (d *Deployer) MarkVerified(p Paths) error {
 		return nil
 	}
 	cur.Unverified = false
+	// The release's own record first: it is what the history reads once
+	// a later build replaces it.
+	if validID(cur.ID) && isDir(cur.Dir) {
+		rel := cur
+		rel.RolledBackBy = ""
+		if err := writeJSON(filepath.Join(cur.Dir, releaseFile), rel); err != nil {
+			return fmt.Errorf("mark release verified: %w", err)
+		}
+	}
 	if err := writeJSON(filepath.Join(p.Releases, currentFile), cur); err != nil {
 		return fmt.Errorf("mark release verified: %w", err)
 	}

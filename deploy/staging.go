@@ -13,54 +13,79 @@ import (
 	"github.com/tractstack/concierge/internal/atomicfile"
 )
 
+// A release is a directory <root>/bin/releases/<id> that holds everything
+// that runs: the backend binary, the frontend tree (its sources,
+// package.json, lock file, node_modules/ and dist/) and the Tailwind
+// whitelist JSON made from that dist. The live release is named by
+// current.json; the live binary <root>/bin/tractstack-go is a hard link to
+// the release's, and the live tree's dist/ (<src>/my-tractstack/dist,
+// where pm2 runs dist/server/entry.mjs) is a symbolic link into the
+// release's frontend/dist, so the running server resolves its imports from
+// the release's own node_modules/ (Node resolves a module from its real
+// path). Going live is "apply": a few renames, each atomic.
+//
 // The staging directory <root>/bin/releases/.staging holds one operation in
 // flight on a target. Its files are the state of a small state machine:
 //
-//	dist                 the live dist moved aside (Prepare; Rollback)
-//	no-dist              marker: there was no live dist to move aside
-//	tractstack-go.new    the complete new binary (builder output; Rollback: a link to the release's)
-//	tractstack-go.old    a hard link to the binary that was live (Swap)
-//	phase                JSON naming the operation, written (fsync) right
-//	                     before the commit rename tractstack-go.new → bin/tractstack-go
+//	build    JSON naming the release being built (Prepare); the release
+//	         directory has no release.json until Swap commits
+//	phase    JSON naming the operation (swap or rollback), the release
+//	         going live and the one it replaces; written (fsync, rename)
+//	         once the release is complete and synced to disk
 //
-// The commit point is that rename. Recover decides from these facts alone
-// (Decide): no phase, or phase with tractstack-go.new still there → the
-// commit did not happen: undo (staged dist back, outputs deleted); phase
-// with tractstack-go.new gone → it did: finish the operation. Every step of
-// undo and finish is idempotent, so a crash during Recover is recovered by
-// the next one.
-//
-// A swap decides before its commit whether the release it replaces is kept
-// or discarded (it is discarded when it never passed its checks: current.json
-// says unverified); the decision is in the phase, so that finishing the swap
-// in Recover discards it too.
+// The commit point is the phase file. Recover decides from what is on disk
+// alone (Decide): no staging → nothing to do; staging without a phase →
+// the commit did not happen: undo (delete the release being built); a
+// phase → it did: finish the operation (apply the release, record it,
+// discard what it replaces). Every step of undo and finish is idempotent,
+// so a crash during Recover is recovered by the next one.
 const (
-	stagedDist  = "dist"
-	noDistMark  = "no-dist"
-	newBinary   = "tractstack-go.new"
-	oldBinary   = "tractstack-go.old"
+	buildFile   = "build"
 	phaseFile   = "phase"
 	opSwap      = "swap"
 	opRollback  = "rollback"
 	phaseBroken = "unreadable"
 )
 
-// NewBinary is where the backend build must put the new binary (the
-// builder builds to a temporary name and renames to it when complete).
-func (p Paths) NewBinary() string { return filepath.Join(p.Staging, newBinary) }
+// Build is a release being built: where the builders put their output.
+type Build struct {
+	ID        string
+	Dir       string // <releases>/<id>
+	Binary    string // <dir>/tractstack-go
+	Frontend  string // <dir>/frontend: the frontend tree the build runs in
+	Dist      string // <dir>/frontend/dist
+	Entry     string // <dir>/frontend/dist/server/entry.mjs
+	Whitelist string // <dir>/whitelist.json
+}
+
+// ReleaseDir returns where release id of p lives and its parts.
+func (p Paths) ReleaseDir(id string) Build {
+	dir := filepath.Join(p.Releases, id)
+	front := filepath.Join(dir, "frontend")
+	return Build{
+		ID: id, Dir: dir,
+		Binary:    filepath.Join(dir, "tractstack-go"),
+		Frontend:  front,
+		Dist:      filepath.Join(front, "dist"),
+		Entry:     filepath.Join(front, "dist", "server", "entry.mjs"),
+		Whitelist: filepath.Join(dir, "whitelist.json"),
+	}
+}
+
+// building is the content of the build file.
+type building struct {
+	ID string `json:"id"`
+}
 
 // phase is the content of the phase file.
 type phase struct {
 	Op string `json:"op"`
-	// Release is, for a swap, the directory name the binary that was live
-	// goes to ("" when no binary was live); for a rollback, the release
-	// being made live.
-	Release string `json:"release"`
-	// Prev and Next are a swap's outgoing and incoming releases.
-	Prev Release `json:"prev"`
-	Next Release `json:"next"`
-	// Discard: the swap's outgoing release never passed its checks; it
-	// is deleted instead of kept (Release is then "").
+	// To is the release going live; From the one that was live ("" for
+	// none recorded).
+	To   string `json:"to"`
+	From string `json:"from,omitempty"`
+	// Discard: From is deleted once To is live (a swap replacing a
+	// release that never passed its checks; every rollback).
 	Discard bool `json:"discard,omitempty"`
 	// By is, for a rollback, the id of the job rolling back ("" for
 	// none), recorded as the live release's RolledBackBy.
@@ -69,9 +94,8 @@ type phase struct {
 
 // Facts are what Recover observes in the staging directory.
 type Facts struct {
-	Staging   bool   // the staging directory exists
-	Phase     string // "", "swap", "rollback", or "unreadable"
-	NewBinary bool   // tractstack-go.new is there
+	Staging bool   // the staging directory exists
+	Phase   string // "", "swap", "rollback", or "unreadable"
 }
 
 // Action is what Recover does.
@@ -81,16 +105,14 @@ type Action string
 const (
 	// ActNone: nothing was in flight.
 	ActNone Action = "none"
-	// ActUndo: the commit did not happen; put the staged dist back and
-	// delete partial outputs.
+	// ActUndo: the commit did not happen; delete the release being built.
 	ActUndo Action = "undo"
-	// ActFinishSwap: the new binary is live; file the previous one and
-	// the staged dist as a kept release.
+	// ActFinishSwap: a swap was committed; make its release live.
 	ActFinishSwap Action = "finish-swap"
-	// ActFinishRollback: the release's binary is live; move its dist in.
+	// ActFinishRollback: a rollback was committed; make its release live.
 	ActFinishRollback Action = "finish-rollback"
-	// ActStuck: a phase that cannot be read with the commit done; an
-	// operator must look (the live binary is not touched).
+	// ActStuck: a phase that cannot be read; an operator must look (the
+	// live files are not touched).
 	ActStuck Action = "stuck"
 )
 
@@ -101,8 +123,6 @@ func Decide(f Facts) Action {
 		return ActNone
 	case f.Phase == "":
 		return ActUndo // a build was in progress or failed
-	case f.NewBinary:
-		return ActUndo // the commit rename did not happen
 	case f.Phase == opSwap:
 		return ActFinishSwap
 	case f.Phase == opRollback:
@@ -117,14 +137,14 @@ func observe(p Paths) (Facts, phase, error) {
 	if !isDir(p.Staging) {
 		return Facts{}, ph, nil
 	}
-	f := Facts{Staging: true, NewBinary: exists(filepath.Join(p.Staging, newBinary))}
+	f := Facts{Staging: true}
 	data, err := os.ReadFile(filepath.Join(p.Staging, phaseFile))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		return Facts{}, ph, fmt.Errorf("read phase: %w", err)
 	default:
-		if err := json.Unmarshal(data, &ph); err != nil || (ph.Op != opSwap && ph.Op != opRollback) {
+		if err := json.Unmarshal(data, &ph); err != nil || (ph.Op != opSwap && ph.Op != opRollback) || !validID(ph.To) {
 			f.Phase = phaseBroken
 		} else {
 			f.Phase = ph.Op
@@ -134,9 +154,9 @@ func observe(p Paths) (Facts, phase, error) {
 }
 
 // Recover brings the target back to a state where the live binary and
-// dist come from one release, after an operation was interrupted (a crash,
-// a kill -9, a failed build). It returns what it did. Call it before any
-// operation on the target; Prepare and Rollback do.
+// frontend come from one release, after an operation was interrupted (a
+// crash, a kill -9, a failed build). It returns what it did. Call it
+// before any operation on the target; Prepare and Rollback do.
 func (d *Deployer) Recover(ctx context.Context, p Paths) (Action, error) {
 	f, ph, err := observe(p)
 	if err != nil {
@@ -144,7 +164,7 @@ func (d *Deployer) Recover(ctx context.Context, p Paths) (Action, error) {
 	}
 	act := Decide(f)
 	if act != ActNone {
-		d.cfg.Log.Warn().Str("root", p.Root).Str("action", string(act)).Str("phase", f.Phase).Bool("new_binary", f.NewBinary).Msgf("recover interrupted deploy in %s: %s", p.Root, act)
+		d.cfg.Log.Warn().Str("root", p.Root).Str("action", string(act)).Str("phase", f.Phase).Msgf("recover interrupted deploy in %s: %s", p.Root, act)
 	}
 	switch act {
 	case ActNone:
@@ -156,7 +176,7 @@ func (d *Deployer) Recover(ctx context.Context, p Paths) (Action, error) {
 	case ActFinishRollback:
 		err = d.finishRollback(p, ph)
 	default:
-		err = fmt.Errorf("phase file in %s is unreadable and the new binary is gone", p.Staging)
+		err = fmt.Errorf("phase file in %s is unreadable; the live release was not touched (look at it, then remove %s)", p.Staging, p.Staging)
 	}
 	if err != nil {
 		return act, fmt.Errorf("recover %s (%s): %w", p.Root, act, err)
@@ -170,13 +190,13 @@ func (a Action) Describe() string {
 	case ActNone:
 		return "nothing to recover"
 	case ActUndo:
-		return "undid an interrupted build or rollback"
+		return "undid an interrupted build"
 	case ActFinishSwap:
 		return "finished swap"
 	case ActFinishRollback:
 		return "finished rollback"
 	case ActStuck:
-		return "stuck: unreadable phase after the commit"
+		return "stuck: unreadable phase"
 	default:
 		return string(a)
 	}
@@ -242,24 +262,24 @@ func (d *Deployer) RecoverAll(ctx context.Context, home string) ([]string, error
 	return done, errors.Join(errs...)
 }
 
-// undo puts the staged dist back and removes the staging directory.
+// undo deletes the release being built and the staging directory.
 func (d *Deployer) undo(p Paths) error {
-	staged := filepath.Join(p.Staging, stagedDist)
+	var b building
+	data, err := os.ReadFile(filepath.Join(p.Staging, buildFile))
 	switch {
-	case isDir(staged):
-		if err := os.RemoveAll(p.Dist); err != nil {
-			return fmt.Errorf("remove new dist: %w", err)
+	case err == nil:
+		if json.Unmarshal(data, &b) == nil && validID(b.ID) {
+			if cur, ok, _ := Current(p); !ok || cur.ID != b.ID {
+				if err := trash(p, b.ID); err != nil {
+					return fmt.Errorf("remove unfinished release %s: %w", b.ID, err)
+				}
+			}
 		}
-		if err := d.crashPoint("undo-dist-removed"); err != nil {
-			return err
-		}
-		if err := moveDir(staged, p.Dist); err != nil {
-			return fmt.Errorf("restore dist: %w", err)
-		}
-	case exists(filepath.Join(p.Staging, noDistMark)):
-		if err := os.RemoveAll(p.Dist); err != nil {
-			return fmt.Errorf("remove new dist: %w", err)
-		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("read build file: %w", err)
+	}
+	if err := d.crashPoint("undo-release-removed"); err != nil {
+		return err
 	}
 	return removeStaging(p)
 }
@@ -271,41 +291,61 @@ func removeStaging(p Paths) error {
 	return atomicfile.SyncDir(p.Releases)
 }
 
-// Prepare starts a build: it recovers anything left over, creates the
-// staging directory and moves the live dist aside into it, so that the
-// frontend build cannot destroy the only copy. The backend build goes to
-// p.NewBinary(). Then Swap commits, or Abort undoes.
-func (d *Deployer) Prepare(ctx context.Context, p Paths) error {
-	if _, err := d.Recover(ctx, p); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(p.Staging, 0o755); err != nil {
-		return fmt.Errorf("create staging: %w", err)
-	}
-	if err := atomicfile.SyncDir(p.Releases); err != nil {
-		return err
-	}
-	if err := d.crashPoint("prepare-staging-created"); err != nil {
-		return err
-	}
-	if isDir(p.Dist) {
-		if err := moveDir(p.Dist, filepath.Join(p.Staging, stagedDist)); err != nil {
-			return fmt.Errorf("keep dist aside: %w", err)
+// trash removes release id from the history: out of it in one rename (so
+// that a half-deleted directory is never taken for a release), then
+// deleted. Idempotent.
+func trash(p Paths, id string) error {
+	dir := filepath.Join(p.Releases, id)
+	gone := filepath.Join(p.Releases, ".prune-"+id)
+	if exists(dir) {
+		if err := os.RemoveAll(gone); err != nil {
+			return err
 		}
-	} else if err := atomicfile.WriteFile(filepath.Join(p.Staging, noDistMark), nil, 0o644); err != nil {
-		return err
+		if err := os.Rename(dir, gone); err != nil {
+			return err
+		}
 	}
-	return d.crashPoint("prepare-dist-aside")
+	return os.RemoveAll(gone)
 }
 
-// Abort undoes a prepared build: the previous dist goes back, the new
-// binary is discarded; nothing live has changed.
+// Prepare starts a build of target p: it recovers anything left over,
+// makes sure what is live is a release of its own (on a host that the
+// concierge has not deployed to yet, live describes it: its commits), and
+// reserves a new release directory. The builders then write into the
+// returned Build (StageFrontend first copies the frontend tree into it);
+// nothing live changes until Swap. Abort undoes a prepared build.
+func (d *Deployer) Prepare(ctx context.Context, p Paths, live Release) (Build, error) {
+	if _, err := d.Recover(ctx, p); err != nil {
+		return Build{}, err
+	}
+	if err := d.adopt(p, live); err != nil {
+		return Build{}, fmt.Errorf("keep the live release: %w", err)
+	}
+	if err := os.MkdirAll(p.Staging, 0o755); err != nil {
+		return Build{}, fmt.Errorf("create staging: %w", err)
+	}
+	id := newID(p.Releases, d.cfg.Now())
+	if err := writeJSON(filepath.Join(p.Staging, buildFile), building{ID: id}); err != nil {
+		return Build{}, fmt.Errorf("record build: %w", err)
+	}
+	if err := d.crashPoint("prepare-staging-created"); err != nil {
+		return Build{}, err
+	}
+	b := p.ReleaseDir(id)
+	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
+		return Build{}, fmt.Errorf("create release dir: %w", err)
+	}
+	return b, d.crashPoint("prepare-release-created")
+}
+
+// Abort undoes a prepared build: its release directory is deleted;
+// nothing live has changed.
 func (d *Deployer) Abort(ctx context.Context, p Paths) error {
 	f, _, err := observe(p)
 	if err != nil {
 		return fmt.Errorf("abort: %w", err)
 	}
-	if f.Phase != "" && !f.NewBinary {
+	if f.Phase != "" {
 		return fmt.Errorf("abort: the swap in %s was already committed", p.Staging)
 	}
 	if err := d.undo(p); err != nil {
@@ -314,122 +354,96 @@ func (d *Deployer) Abort(ctx context.Context, p Paths) error {
 	return nil
 }
 
-// Swap commits a prepared build: the new binary (p.NewBinary(), complete)
-// takes the live name by rename; the binary that was live and the staged
-// dist become the newest kept release, described by prev; next is recorded
-// as the live release, unverified until MarkVerified. The release that was
-// live is discarded instead of kept when it never passed its checks
-// (current.json, or prev, says unverified): a build re-run after an
-// interruption between its swap and its checks must not make its own
-// untested build the rollback target. Older releases beyond Keep are
-// pruned.
-func (d *Deployer) Swap(ctx context.Context, p Paths, prev, next Release) error {
+// Swap commits a prepared build b: once its binary and frontend are
+// complete, it records the release (next: its commits), syncs it to disk
+// and commits; then the release goes live (apply) and is recorded as
+// current, unverified until MarkVerified. The release that was live stays
+// in the history for rollback, unless it never passed its checks
+// (current.json says unverified): then it is discarded, so that a build
+// re-run after an interruption between its swap and its checks does not
+// make its own untested build the rollback target. Older releases beyond
+// Keep are pruned.
+func (d *Deployer) Swap(ctx context.Context, p Paths, b Build, next Release) error {
 	f, _, err := observe(p)
 	if err != nil {
 		return fmt.Errorf("swap: %w", err)
 	}
-	if !f.Staging || f.Phase != "" || !f.NewBinary {
-		return fmt.Errorf("swap: nothing prepared in %s (staging %t, phase %q, new binary %t)", p.Staging, f.Staging, f.Phase, f.NewBinary)
+	if !f.Staging || f.Phase != "" || !validID(b.ID) || !isDir(b.Dir) {
+		return fmt.Errorf("swap: nothing prepared in %s (staging %t, phase %q, release %q)", p.Staging, f.Staging, f.Phase, b.ID)
 	}
-	now := d.cfg.Now()
+	if !isRegular(b.Binary) {
+		return fmt.Errorf("swap: the new release has no backend binary %s", b.Binary)
+	}
+	if !isRegular(b.Entry) {
+		return fmt.Errorf("swap: the new release has no frontend entry %s", b.Entry)
+	}
+	next.ID = b.ID
+	next.LiveAt = d.cfg.Now().UTC()
 	next.Unverified = true
 	next.RolledBackBy = ""
-	ph := phase{Op: opSwap, Prev: prev, Next: next}
+	if err := writeJSON(filepath.Join(b.Dir, releaseFile), next); err != nil {
+		return fmt.Errorf("swap: record release: %w", err)
+	}
+	// Everything the release holds reaches the disk before it can go
+	// live: after a crash it is applied as it is.
+	if err := syncFS(b.Dir); err != nil {
+		return fmt.Errorf("swap: %w", err)
+	}
+	if err := d.crashPoint("swap-release-synced"); err != nil {
+		return err
+	}
+	ph := phase{Op: opSwap, To: b.ID}
 	cur, ok, err := Current(p)
 	if err != nil {
-		d.cfg.Log.Warn().Err(err).Str("root", p.Root).Msgf("live release of %s unknown, kept as described by the job: %v", p.Root, err)
+		d.cfg.Log.Warn().Err(err).Str("root", p.Root).Msgf("live release of %s unknown: %v", p.Root, err)
 	}
-	ph.Discard = ph.Prev.Unverified || (ok && cur.Unverified)
-	if ph.Discard {
-		// Described by what current.json says was live, not by the job.
-		if ok {
-			ph.Prev = cur
-		}
-		ph.Prev.Unverified = true
-	} else if isRegular(p.Binary) {
-		if !validID(ph.Prev.ID) || exists(filepath.Join(p.Releases, ph.Prev.ID)) {
-			ph.Prev.ID = newID(p.Releases, now)
-		}
-		ph.Release = ph.Prev.ID
-		if err := linkOrCopy(p.Binary, filepath.Join(p.Staging, oldBinary)); err != nil {
-			return fmt.Errorf("swap: keep live binary: %w", err)
-		}
+	if ok && cur.ID != b.ID {
+		ph.From = cur.ID
+		ph.Discard = cur.Unverified
 	}
-	if err := d.crashPoint("swap-old-kept"); err != nil {
-		return err
-	}
-	ph.Next.ID = newID(p.Releases, now)
-	if ph.Next.ID == ph.Release {
-		ph.Next.ID = newID(p.Releases, now.Add(time.Microsecond))
-	}
-	ph.Next.LiveAt = now.UTC()
 	if err := writeJSON(filepath.Join(p.Staging, phaseFile), ph); err != nil {
 		return fmt.Errorf("swap: write phase: %w", err)
-	}
-	if err := d.crashPoint("swap-phase-written"); err != nil {
-		return err
-	}
-	if err := os.Rename(p.NewBinary(), p.Binary); err != nil {
-		return fmt.Errorf("swap: rename new binary live: %w", err)
-	}
-	if err := atomicfile.SyncDir(p.BinDir); err != nil {
-		return fmt.Errorf("swap: %w", err)
-	}
-	if err := atomicfile.SyncDir(p.Staging); err != nil {
-		return fmt.Errorf("swap: %w", err)
 	}
 	if err := d.crashPoint("swap-committed"); err != nil {
 		return err
 	}
-	d.cfg.Log.Info().Str("root", p.Root).Str("backend_commit", next.Backend).Str("kept_release", ph.Release).Bool("discard_replaced", ph.Discard).Msg("swapped new release live")
+	d.cfg.Log.Info().Str("root", p.Root).Str("release", b.ID).Str("backend_commit", next.Backend).Str("replaced", ph.From).Bool("discard_replaced", ph.Discard).Msgf("swapping release %s live", b.ID)
 	if err := d.finishSwap(p, ph); err != nil {
 		return fmt.Errorf("swap: %w", err)
 	}
 	return nil
 }
 
-// finishSwap files the previous binary and the staged dist as a kept
-// release (or, when the swap discards it, leaves them to be deleted with
-// the staging directory) and records the live one. Idempotent.
+// finishSwap makes the committed release live, records it and discards
+// the replaced one when the swap says so. Idempotent.
 func (d *Deployer) finishSwap(p Paths, ph phase) error {
-	if ph.Discard || ph.Prev.Unverified {
-		d.cfg.Log.Warn().Str("root", p.Root).Str("backend_commit", ph.Prev.Backend).Str("release", ph.Prev.ID).Msgf("discard replaced release %s of %s: it never passed its checks, so it is no rollback target", ph.Prev.Label(), p.Root)
-	} else if ph.Release != "" {
-		if !validID(ph.Release) {
-			return fmt.Errorf("finish swap: bad release id %q", ph.Release)
-		}
-		dir := filepath.Join(p.Releases, ph.Release)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("create release dir: %w", err)
-		}
-		if old := filepath.Join(p.Staging, oldBinary); exists(old) {
-			if err := os.Rename(old, filepath.Join(dir, "tractstack-go")); err != nil {
-				return fmt.Errorf("keep previous binary: %w", err)
-			}
-		}
-		if err := d.crashPoint("finish-swap-binary-kept"); err != nil {
-			return err
-		}
-		if staged := filepath.Join(p.Staging, stagedDist); isDir(staged) {
-			if err := os.RemoveAll(filepath.Join(dir, "dist")); err != nil {
-				return fmt.Errorf("remove partial kept dist: %w", err)
-			}
-			if err := os.Rename(staged, filepath.Join(dir, "dist")); err != nil {
-				return fmt.Errorf("keep previous dist: %w", err)
-			}
-		}
-		prev := ph.Prev
-		prev.ID = ph.Release
-		prev.RolledBackBy = ""
-		if err := writeJSON(filepath.Join(dir, releaseFile), prev); err != nil {
-			return err
-		}
+	r, err := readRelease(p, ph.To)
+	if err != nil {
+		return err
 	}
-	if err := writeJSON(filepath.Join(p.Releases, currentFile), ph.Next); err != nil {
+	if err := d.apply(p, r); err != nil {
+		return err
+	}
+	if err := d.crashPoint("finish-swap-applied"); err != nil {
+		return err
+	}
+	r.Unverified = true
+	r.RolledBackBy = ""
+	if err := writeJSON(filepath.Join(p.Releases, currentFile), r); err != nil {
 		return err
 	}
 	if err := d.crashPoint("finish-swap-recorded"); err != nil {
 		return err
+	}
+	if ph.Discard && ph.From != "" && ph.From != ph.To {
+		label := "release " + ph.From
+		if prev, err := readRelease(p, ph.From); err == nil {
+			label = prev.Label()
+		}
+		d.cfg.Log.Warn().Str("root", p.Root).Str("release", ph.From).Msgf("discard replaced release %s of %s: it never passed its checks, so it is no rollback target", label, p.Root)
+		if err := trash(p, ph.From); err != nil {
+			return fmt.Errorf("discard release %s: %w", ph.From, err)
+		}
 	}
 	if err := removeStaging(p); err != nil {
 		return err
@@ -437,9 +451,8 @@ func (d *Deployer) finishSwap(p Paths, ph phase) error {
 	return d.Prune(p)
 }
 
-// Rollback makes the newest kept release live: its binary by rename, its
-// dist in place of the live one; the release that was live is discarded
-// and the one made live leaves the history (so a second rollback goes one
+// Rollback makes the newest kept release that passed its checks live; the
+// release that was live is discarded (so a second rollback goes one
 // further back). It returns the release made live. It does not restart
 // anything.
 //
@@ -451,53 +464,31 @@ func (d *Deployer) Rollback(ctx context.Context, p Paths, jobID string) (Release
 	if _, err := d.Recover(ctx, p); err != nil {
 		return Release{}, err
 	}
-	if jobID != "" {
-		cur, ok, err := Current(p)
-		if err != nil {
-			return Release{}, fmt.Errorf("roll back: %w", err)
-		}
-		if ok && cur.RolledBackBy == jobID {
-			d.cfg.Log.Info().Str("root", p.Root).Str("job", jobID).Str("release", cur.ID).Str("backend_commit", cur.Backend).Msgf("%s already rolled back by this job to %s: not rolling back again", p.Root, cur.Label())
-			return cur, nil
-		}
+	cur, ok, err := Current(p)
+	if err != nil {
+		return Release{}, fmt.Errorf("roll back: %w", err)
+	}
+	if jobID != "" && ok && cur.RolledBackBy == jobID {
+		d.cfg.Log.Info().Str("root", p.Root).Str("job", jobID).Str("release", cur.ID).Str("backend_commit", cur.Backend).Msgf("%s already rolled back by this job to %s: not rolling back again", p.Root, cur.Label())
+		return cur, nil
 	}
 	rs, err := ListReleases(p)
 	if err != nil {
 		return Release{}, fmt.Errorf("roll back: %w", err)
 	}
-	target, ok := RollbackTarget(rs)
-	if !ok {
+	target, found := RollbackTarget(rs)
+	if !found {
 		return Release{}, fmt.Errorf("no previous release to roll back to in %s", p.Releases)
 	}
 	if err := os.MkdirAll(p.Staging, 0o755); err != nil {
 		return Release{}, fmt.Errorf("roll back: create staging: %w", err)
 	}
-	if err := linkOrCopy(filepath.Join(target.Dir, "tractstack-go"), p.NewBinary()); err != nil {
-		return Release{}, fmt.Errorf("roll back: stage binary: %w", err)
+	ph := phase{Op: opRollback, To: target.ID, By: jobID, Discard: true}
+	if ok && cur.ID != target.ID {
+		ph.From = cur.ID
 	}
-	ph := phase{Op: opRollback, Release: target.ID, By: jobID}
 	if err := writeJSON(filepath.Join(p.Staging, phaseFile), ph); err != nil {
 		return Release{}, fmt.Errorf("roll back: write phase: %w", err)
-	}
-	if err := d.crashPoint("rollback-phase-written"); err != nil {
-		return Release{}, err
-	}
-	if target.HasDist && isDir(p.Dist) {
-		if err := moveDir(p.Dist, filepath.Join(p.Staging, stagedDist)); err != nil {
-			return Release{}, fmt.Errorf("roll back: move live dist aside: %w", err)
-		}
-	}
-	if err := d.crashPoint("rollback-dist-aside"); err != nil {
-		return Release{}, err
-	}
-	if err := os.Rename(p.NewBinary(), p.Binary); err != nil {
-		return Release{}, fmt.Errorf("roll back: rename binary live: %w", err)
-	}
-	if err := atomicfile.SyncDir(p.BinDir); err != nil {
-		return Release{}, fmt.Errorf("roll back: %w", err)
-	}
-	if err := atomicfile.SyncDir(p.Staging); err != nil {
-		return Release{}, fmt.Errorf("roll back: %w", err)
 	}
 	if err := d.crashPoint("rollback-committed"); err != nil {
 		return Release{}, err
@@ -505,58 +496,66 @@ func (d *Deployer) Rollback(ctx context.Context, p Paths, jobID string) (Release
 	if err := d.finishRollback(p, ph); err != nil {
 		return Release{}, fmt.Errorf("roll back: %w", err)
 	}
-	d.cfg.Log.Info().Str("root", p.Root).Str("release", target.ID).Str("backend_commit", target.Backend).Str("job", jobID).Msg("rolled back")
+	d.cfg.Log.Info().Str("root", p.Root).Str("release", target.ID).Str("backend_commit", target.Backend).Str("job", jobID).Msgf("rolled back to %s", target.Label())
 	target.RolledBackBy = jobID
+	target.Unverified = false
 	return target, nil
 }
 
-// finishRollback moves the release's dist live, records it as current and
-// removes it from the history. Idempotent.
+// finishRollback makes the release live, records it as current and
+// discards the one it replaced. Idempotent.
 func (d *Deployer) finishRollback(p Paths, ph phase) error {
-	if !validID(ph.Release) {
-		return fmt.Errorf("finish rollback: bad release id %q", ph.Release)
+	r, err := readRelease(p, ph.To)
+	if err != nil {
+		return err
 	}
-	dir := filepath.Join(p.Releases, ph.Release)
-	if relDist := filepath.Join(dir, "dist"); isDir(relDist) {
-		if err := os.RemoveAll(p.Dist); err != nil {
-			return fmt.Errorf("remove live dist: %w", err)
-		}
-		if err := d.crashPoint("finish-rollback-dist-removed"); err != nil {
-			return err
-		}
-		if err := moveDir(relDist, p.Dist); err != nil {
-			return fmt.Errorf("restore release dist: %w", err)
-		}
+	if err := d.apply(p, r); err != nil {
+		return err
 	}
-	// The directory is gone once the release is recorded (below): a
-	// second finish must not overwrite the record.
-	if isDir(dir) {
-		var r Release
-		data, err := os.ReadFile(filepath.Join(dir, releaseFile))
-		switch {
-		case err == nil:
-			if err := json.Unmarshal(data, &r); err != nil {
-				return fmt.Errorf("parse %s: %w", filepath.Join(dir, releaseFile), err)
-			}
-		case !errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("read release: %w", err)
-		}
-		r.ID = ph.Release
-		r.Unverified = false
-		r.RolledBackBy = ph.By
-		if err := writeJSON(filepath.Join(p.Releases, currentFile), r); err != nil {
-			return err
-		}
+	if err := d.crashPoint("finish-rollback-applied"); err != nil {
+		return err
+	}
+	r.Unverified = false
+	r.RolledBackBy = ph.By
+	if err := writeJSON(filepath.Join(p.Releases, currentFile), r); err != nil {
+		return err
 	}
 	if err := d.crashPoint("finish-rollback-recorded"); err != nil {
 		return err
 	}
-	// Out of the history in one rename (into staging, removed next), so
-	// that a half-deleted directory is never taken for a release.
-	if exists(dir) {
-		if err := os.Rename(dir, filepath.Join(p.Staging, "made-live")); err != nil {
-			return fmt.Errorf("remove rolled-back-to release: %w", err)
+	if ph.From != "" && ph.From != ph.To {
+		if err := trash(p, ph.From); err != nil {
+			return fmt.Errorf("discard release %s: %w", ph.From, err)
 		}
 	}
 	return removeStaging(p)
+}
+
+// readRelease reads release id's record and what it holds on disk.
+func readRelease(p Paths, id string) (Release, error) {
+	if !validID(id) {
+		return Release{}, fmt.Errorf("bad release id %q", id)
+	}
+	dir := filepath.Join(p.Releases, id)
+	data, err := os.ReadFile(filepath.Join(dir, releaseFile))
+	if err != nil {
+		return Release{}, fmt.Errorf("read release %s: %w", id, err)
+	}
+	var r Release
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Release{}, fmt.Errorf("parse %s: %w", filepath.Join(dir, releaseFile), err)
+	}
+	r.ID = id
+	describe(p, &r)
+	return r, nil
+}
+
+// newID makes a release id from t that no directory in releases has yet.
+func newID(releases string, t time.Time) string {
+	base := t.UTC().Format(idLayout)
+	id := base
+	for n := 1; exists(filepath.Join(releases, id)) || exists(filepath.Join(releases, ".prune-"+id)); n++ {
+		id = fmt.Sprintf("%s-%d", base, n)
+	}
+	return id
 }

@@ -69,43 +69,40 @@ func testDeployer(fault func(string) error) *Deployer {
 }
 
 // build runs a whole build of version v: Prepare, the two builds (the
-// frontend first writing a partial dist), Swap.
+// frontend staged from the live tree, then a partial dist), Swap.
 func build(ctx context.Context, d *Deployer, p Paths, v string) error {
-	if err := d.Prepare(ctx, p); err != nil {
+	b, err := d.Prepare(ctx, p, Release{Backend: "commit-v1"})
+	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(p.Dist, "server"), 0o755); err != nil {
+	if err := d.StageFrontend(ctx, p, b, nil); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(b.Dist, "server"), 0o755); err != nil {
 		return err
 	}
 	if err := d.crashPoint("build-partial-dist"); err != nil {
 		return err
 	}
-	if err := os.WriteFile(p.Entry, []byte("dist "+v), 0o644); err != nil {
+	if err := os.WriteFile(b.Entry, []byte("dist "+v), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(p.NewBinary()+".tmp", []byte("partial"), 0o755); err != nil {
+	if err := os.WriteFile(b.Binary+".tmp", []byte("partial"), 0o755); err != nil {
 		return err
 	}
 	if err := d.crashPoint("build-partial-binary"); err != nil {
 		return err
 	}
-	if err := os.Rename(p.NewBinary()+".tmp", p.NewBinary()); err != nil {
+	if err := os.WriteFile(b.Binary+".tmp", []byte("bin "+v), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(p.NewBinary(), []byte("bin "+v), 0o755); err != nil {
+	if err := os.Rename(b.Binary+".tmp", b.Binary); err != nil {
 		return err
 	}
 	if err := d.crashPoint("build-done"); err != nil {
 		return err
 	}
-	prev, ok, err := Current(p)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		prev = Release{Backend: "commit-v1"}
-	}
-	return d.Swap(ctx, p, prev, Release{Backend: "commit-" + v})
+	return d.Swap(ctx, p, b, Release{Backend: "commit-" + v})
 }
 
 // crashPoints lists the crash points op passes through.
@@ -141,7 +138,7 @@ func TestBuildCrashDrill(t *testing.T) {
 	}
 	// Crashes during Recover itself are drilled too: crash once in the
 	// operation, then once in the first Recover, then recover cleanly.
-	recoverPoints := []string{"", "undo-dist-removed", "finish-swap-binary-kept", "finish-swap-recorded"}
+	recoverPoints := []string{"", "undo-release-removed", "apply-binary", "apply-dist", "finish-swap-recorded"}
 	for _, point := range points {
 		for _, rp := range recoverPoints {
 			t.Run(point+"/"+rp, func(t *testing.T) {
@@ -224,7 +221,7 @@ func TestRollbackCrashDrill(t *testing.T) {
 		t.Fatalf("only %d crash points: %v", len(points), points)
 	}
 	for _, point := range points {
-		for _, rp := range []string{"", "undo-dist-removed", "finish-rollback-dist-removed", "finish-rollback-recorded"} {
+		for _, rp := range []string{"", "undo-release-removed", "apply-binary", "apply-dist", "finish-rollback-recorded"} {
 			t.Run(point+"/"+rp, func(t *testing.T) {
 				p := setup(t)
 				_, err := testDeployer(crashAt(point)).Rollback(ctx, p, "job-drill")
@@ -268,23 +265,27 @@ func TestBuildFailureChangesNothing(t *testing.T) {
 	p := target(t)
 	writeVersion(t, p.Binary, p.Dist, "v1")
 	d := testDeployer(nil)
-	if err := d.Prepare(ctx, p); err != nil {
+	b, err := d.Prepare(ctx, p, Release{Backend: "commit-v1"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if exists(p.Dist) {
-		t.Fatal("dist still live after Prepare")
+	if bin, dist := live(t, p); bin != "v1" || dist != "v1" {
+		t.Fatalf("after Prepare: %q %q", bin, dist)
 	}
-	writeVersion(t, p.NewBinary(), p.Dist, "v2-half")
+	if err := d.StageFrontend(ctx, p, b, nil); err != nil {
+		t.Fatal(err)
+	}
+	writeVersion(t, b.Binary, b.Dist, "v2-half")
 	if err := d.Abort(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 	if bin, dist := live(t, p); bin != "v1" || dist != "v1" {
 		t.Fatalf("after abort: %q %q", bin, dist)
 	}
-	if exists(p.Staging) {
-		t.Fatal("staging left")
+	if exists(p.Staging) || exists(b.Dir) {
+		t.Fatal("staging or the half release left")
 	}
-	if err := d.Swap(ctx, p, Release{}, Release{}); err == nil {
+	if err := d.Swap(ctx, p, b, Release{}); err == nil {
 		t.Fatal("Swap without Prepare succeeded")
 	}
 }
@@ -292,6 +293,9 @@ func TestBuildFailureChangesNothing(t *testing.T) {
 func TestFirstBuildWithoutLiveBinaryOrDist(t *testing.T) {
 	ctx := context.Background()
 	p := target(t)
+	if err := os.MkdirAll(p.FrontendSrc, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	d := testDeployer(nil)
 	if err := build(ctx, d, p, "v1"); err != nil {
 		t.Fatal(err)
@@ -307,17 +311,21 @@ func TestFirstBuildWithoutLiveBinaryOrDist(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no previous release to roll back to in "+p.Releases) {
 		t.Fatalf("rollback = %v", err)
 	}
-	// A failed first build removes the half dist it made.
+	// A failed first build leaves nothing behind.
 	p2 := target(t)
-	if err := d.Prepare(ctx, p2); err != nil {
+	if err := os.MkdirAll(p2.FrontendSrc, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeVersion(t, "", p2.Dist, "half")
+	b, err := d.Prepare(ctx, p2, Release{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeVersion(t, "", b.Dist, "half")
 	if err := d.Abort(ctx, p2); err != nil {
 		t.Fatal(err)
 	}
-	if exists(p2.Dist) {
-		t.Fatal("half dist left after abort of a first build")
+	if exists(p2.Dist) || exists(b.Dir) {
+		t.Fatal("half dist or release left after abort of a first build")
 	}
 }
 

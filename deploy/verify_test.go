@@ -458,7 +458,7 @@ func TestRecoverAll(t *testing.T) {
 		{name: "main and sites", main: prepared,
 			sites: map[string]func(*testing.T, Paths){"acme": swapCommitted, "beta": rollbackCommitted, "calm": settled, "dull": neverDeployed},
 			want: []string{
-				"main: undid an interrupted build or rollback",
+				"main: undid an interrupted build",
 				"acme: finished swap",
 				"beta: finished rollback",
 				"calm: nothing to recover",

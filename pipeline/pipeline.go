@@ -39,9 +39,10 @@ type Builder interface {
 // Deployer is what the pipeline needs of a deployer (*deploy.Deployer).
 type Deployer interface {
 	Recover(ctx context.Context, p deploy.Paths) (deploy.Action, error)
-	Prepare(ctx context.Context, p deploy.Paths) error
+	Prepare(ctx context.Context, p deploy.Paths, live deploy.Release) (deploy.Build, error)
+	StageFrontend(ctx context.Context, p deploy.Paths, b deploy.Build, out io.Writer) error
 	Abort(ctx context.Context, p deploy.Paths) error
-	Swap(ctx context.Context, p deploy.Paths, prev, next deploy.Release) error
+	Swap(ctx context.Context, p deploy.Paths, b deploy.Build, next deploy.Release) error
 	Rollback(ctx context.Context, p deploy.Paths, jobID string) (deploy.Release, error)
 	MarkVerified(p deploy.Paths) error
 	RestartBackend(ctx context.Context, p deploy.Paths, out io.Writer) error
@@ -165,7 +166,10 @@ func (t *target) build(ctx context.Context) error {
 		t.s.Warn(msg)
 	}
 
-	if err := d.Prepare(ctx, t.p); err != nil {
+	// What is live now, as the pulls saw it: on a host without releases
+	// yet, the release that Prepare keeps for rollback.
+	bld, err := d.Prepare(ctx, t.p, deploy.Release{Backend: back.Old, Frontend: front.Old})
+	if err != nil {
 		return fmt.Errorf("prepare build: %w", err)
 	}
 	// The two builds run at once. When one fails the other is stopped:
@@ -178,16 +182,21 @@ func (t *target) build(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		backErr = t.buildOne(buildCtx, stopBuilds, StepBuildBackend, func(ctx context.Context, out io.Writer) error {
-			return b.BuildBackend(ctx, t.p.BackendSrc, t.p.NewBinary(), out)
+			return b.BuildBackend(ctx, t.p.BackendSrc, bld.Binary, out)
 		})
 	}()
 	go func() {
 		defer wg.Done()
 		frontErr = t.buildOne(buildCtx, stopBuilds, StepBuildFrontend, func(ctx context.Context, out io.Writer) error {
-			if err := b.BuildFrontend(ctx, t.p.FrontendSrc, out); err != nil {
+			// The build runs in the release's own copy of the tree: the
+			// live one keeps serving, and a failed build leaves it as it was.
+			if err := d.StageFrontend(ctx, t.p, bld, out); err != nil {
 				return err
 			}
-			if _, err := os.Stat(t.p.Entry); err != nil {
+			if err := b.BuildFrontend(ctx, bld.Frontend, out); err != nil {
+				return err
+			}
+			if _, err := os.Stat(bld.Entry); err != nil {
 				return fmt.Errorf("check frontend build: %w", err)
 			}
 			return nil
@@ -211,23 +220,16 @@ func (t *target) build(ctx context.Context) error {
 
 	if _, err := os.Stat(t.p.WhitelistScript); err == nil {
 		if err := t.s.Step(ctx, StepWhitelist, func(ctx context.Context, out io.Writer) error {
-			return b.Whitelist(ctx, t.p.WhitelistScript, t.p.Dist, t.p.WhitelistJSON, t.p.Templates, out)
+			return b.Whitelist(ctx, t.p.WhitelistScript, bld.Dist, bld.Whitelist, t.p.Templates, out)
 		}); err != nil {
 			t.s.Warn(fmt.Sprintf("tailwind whitelist not updated: %v", err))
 		}
 	}
 
-	prev, ok, err := deploy.Current(t.p)
-	if err != nil {
-		t.s.Warn(fmt.Sprintf("previous release unknown: %v", err))
-	}
-	if !ok {
-		prev = deploy.Release{Backend: back.Old, Frontend: front.Old}
-	}
 	next := deploy.Release{Backend: back.New, Frontend: front.New}
 	if err := t.s.Step(ctx, StepSwap, func(ctx context.Context, out io.Writer) error {
-		fmt.Fprintf(out, "new release backend %s frontend %s; keeping backend %s\n", next.Backend, next.Frontend, prev.Backend)
-		return d.Swap(context.WithoutCancel(ctx), t.p, prev, next)
+		fmt.Fprintf(out, "release %s: backend %s, frontend %s\n", bld.ID, next.Backend, next.Frontend)
+		return d.Swap(context.WithoutCancel(ctx), t.p, bld, next)
 	}); err != nil {
 		// Settle whatever the swap left into one consistent release.
 		if _, rerr := d.Recover(context.WithoutCancel(ctx), t.p); rerr != nil {
@@ -295,27 +297,75 @@ type buildFailure struct {
 func (e *buildFailure) Error() string   { return e.msg }
 func (e *buildFailure) Unwrap() []error { return e.errs }
 
-// restartAndCheck restarts the backend, checks it, reloads the frontend
-// and checks it. With onFailure "roll back" (a build job), a failed
-// restart or check brings the previous release back. When all pass (the
-// checks are skipped for a target without ports), the live release is
-// marked verified: only a verified release is kept for rollback when a
-// later build replaces it.
+// restartAndCheck restarts the backend and reloads the frontend at the
+// same time, then checks each as soon as it is back. With onFailure "roll
+// back" (a build job), a failed restart or check brings the previous
+// release back. When all pass (the checks are skipped for a target
+// without ports), the live release is marked verified: only a verified
+// release is kept for rollback when a later build replaces it.
 func (t *target) restartAndCheck(ctx context.Context, onFailure string) error {
-	if err := t.backend(ctx, StepRestartBackend, StepHealthBackend); err != nil {
+	err := t.restartBoth(ctx, StepRestartBackend, StepHealthBackend, StepReloadFrontend, StepHealthFrontend)
+	if err != nil {
 		if onFailure == "" {
 			return err
 		}
-		return t.rollbackAfter(ctx, fmt.Errorf("backend unhealthy after restart: %w", err))
-	}
-	if err := t.frontend(ctx, StepReloadFrontend, StepHealthFrontend); err != nil {
-		if onFailure == "" {
-			return err
-		}
-		return t.rollbackAfter(ctx, fmt.Errorf("frontend unhealthy after reload: %w", err))
+		return t.rollbackAfter(ctx, err)
 	}
 	t.markVerified()
 	return nil
+}
+
+// restartBoth runs the backend's restart and check and the frontend's
+// reload and check concurrently: neither waits for the other, so the site
+// is back as soon as the slower of the two. The error says which failed.
+func (t *target) restartBoth(ctx context.Context, restart, checkBack, reload, checkFront string) error {
+	var backErr, frontErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		backErr = guard(restart, func() error { return t.backend(ctx, restart, checkBack) })
+	}()
+	go func() {
+		defer wg.Done()
+		frontErr = guard(reload, func() error { return t.frontend(ctx, reload, checkFront) })
+	}()
+	wg.Wait()
+	var errs []error
+	if backErr != nil {
+		errs = append(errs, fmt.Errorf("backend unhealthy after restart: %w", backErr))
+	}
+	if frontErr != nil {
+		errs = append(errs, fmt.Errorf("frontend unhealthy after reload: %w", frontErr))
+	}
+	return joinErrors(errs)
+}
+
+// guard runs fn, turning a panic into an error: fn runs in a goroutine of
+// its own, out of the runner's reach.
+func guard(what string, fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("internal error (panic) in %s: %v", what, p)
+		}
+	}()
+	return fn()
+}
+
+// joinErrors joins errs with "; " (one line, unlike errors.Join) and
+// keeps them for errors.Is; nil for none.
+func joinErrors(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	parts := make([]string, len(errs))
+	for i, e := range errs {
+		parts[i] = e.Error()
+	}
+	return &buildFailure{msg: strings.Join(parts, "; "), errs: errs}
 }
 
 // markVerified records that the live release passed its checks. Failing
@@ -367,9 +417,9 @@ func (t *target) tenants() []string {
 	return t.job.Tenants
 }
 
-// rollbackAfter brings the previous release (binary and dist) back after
-// cause, restarts and checks the backend, then reloads and checks the
-// frontend. The rollback carries the job's id: a re-run of the job after
+// rollbackAfter brings the previous release (binary and frontend) back
+// after cause, restarts the backend and reloads the frontend, and checks
+// both. The rollback carries the job's id: a re-run of the job after
 // an interruption does not roll back a second time. The reload happens even when this attempt had not reloaded
 // the frontend yet: an earlier attempt, killed after its swap, may have,
 // and pm2 must serve the dist that is on disk.
@@ -384,11 +434,8 @@ func (t *target) rollbackAfter(ctx context.Context, cause error) error {
 		return fmt.Errorf("%w; rollback failed: %w", cause, err)
 	}
 	rolled := fmt.Errorf("%w; rolled back to %s", cause, rel.Label())
-	if err := t.backend(ctx, StepRestartBackendPrevious, StepHealthBackendPrevious); err != nil {
+	if err := t.restartBoth(ctx, StepRestartBackendPrevious, StepHealthBackendPrevious, StepReloadFrontendPrevious, StepHealthFrontendPrevious); err != nil {
 		return fmt.Errorf("%w, but the previous release is not healthy either: %w", rolled, err)
-	}
-	if err := t.frontend(ctx, StepReloadFrontendPrevious, StepHealthFrontendPrevious); err != nil {
-		return fmt.Errorf("%w, but the previous frontend is not healthy either: %w", rolled, err)
 	}
 	return rolled
 }

@@ -11,6 +11,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -77,10 +79,12 @@ func (s *fakeSession) Warn(msg string) {
 
 func (s *fakeSession) Log() *zerolog.Logger { return &s.log }
 
+// stepList is the steps in the order they started, each run of
+// concurrent steps in plan order (canon).
 func (s *fakeSession) stepList() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.steps...)
+	return canon(s.steps)
 }
 
 // fakeBuilder writes "bin <version>" and a dist whose entry says
@@ -239,8 +243,8 @@ func TestBuildSucceeds(t *testing.T) {
 	if len(s.warnings) != 0 {
 		t.Fatalf("warnings %v", s.warnings)
 	}
-	if strings.Join(h.ran, "|") != "systemctl restart tractstack-go.service|pm2 reload astro-main" {
-		t.Fatalf("ran %q", h.ran)
+	if ran := h.ranList(); strings.Join(ran, "|") != "pm2 jlist|pm2 reload astro-main|systemctl restart tractstack-go.service" {
+		t.Fatalf("ran %q", ran)
 	}
 	rs, err := deploy.ListReleases(h.p)
 	if err != nil || len(rs) != 1 || rs[0].Backend != "commit-old" {
@@ -248,15 +252,40 @@ func TestBuildSucceeds(t *testing.T) {
 	}
 }
 
-func sortBuilds(steps []string) []string {
+// concurrent are the groups of steps (and deployer calls) that run at the
+// same time, each in the order PlanSteps lists them.
+var concurrent = [][]string{
+	{StepBuildBackend, StepBuildFrontend},
+	{StepRestartBackend, StepHealthBackend, StepReloadFrontend, StepHealthFrontend},
+	{StepRestartBackendPrevious, StepHealthBackendPrevious, StepReloadFrontendPrevious, StepHealthFrontendPrevious},
+	{"check-backend", "check-frontend"},
+}
+
+// canon puts each run of steps of one concurrent group into the group's
+// order, so that a recorded list compares with the plan whatever the
+// interleaving; the order of everything else is kept.
+func canon(steps []string) []string {
 	out := append([]string(nil), steps...)
-	for i := 0; i+1 < len(out); i++ {
-		if out[i] == StepBuildFrontend && out[i+1] == StepBuildBackend {
-			out[i], out[i+1] = out[i+1], out[i]
+	for _, g := range concurrent {
+		rank := func(s string) int { return slices.Index(g, s) }
+		for i := 0; i < len(out); {
+			j := i
+			for j < len(out) && rank(out[j]) >= 0 {
+				j++
+			}
+			if j > i {
+				sort.SliceStable(out[i:j], func(a, b int) bool { return rank(out[i+a]) < rank(out[i+b]) })
+				i = j
+			} else {
+				i++
+			}
 		}
 	}
 	return out
 }
+
+// sortBuilds is canon, under its older name.
+func sortBuilds(steps []string) []string { return canon(steps) }
 
 func TestFailedBuildChangesNothing(t *testing.T) {
 	tests := []struct {
@@ -266,7 +295,9 @@ func TestFailedBuildChangesNothing(t *testing.T) {
 	}{
 		{name: "backend", b: &fakeBuilder{version: "v2", backendFails: true}, want: "backend: go build"},
 		{name: "frontend", b: &fakeBuilder{version: "v2", frontendFails: true}, want: "frontend: pnpm build"},
-		{name: "both", b: &fakeBuilder{version: "v2", backendFails: true, frontendFails: true}, want: "backend: go build"},
+		// Whichever fails first stops the other, so the error names one
+		// or both; what matters is that nothing changed.
+		{name: "both", b: &fakeBuilder{version: "v2", backendFails: true, frontendFails: true}, want: "build failed, nothing live was changed: "},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -309,15 +340,25 @@ func TestUnhealthyBackendRollsBack(t *testing.T) {
 	if b, d := h.live(t); b != "bin v1" || d != "dist v1" {
 		t.Fatalf("live %q %q", b, d)
 	}
-	steps := strings.Join(s.stepList(), ",")
-	if !strings.HasSuffix(steps, "restart-backend,health-backend,rollback,restart-backend-previous,health-backend-previous,reload-frontend-previous,health-frontend-previous") {
+	steps := strings.Join(canon(s.stepList()), ",")
+	if !strings.HasSuffix(steps, "swap,restart-backend,health-backend,reload-frontend,health-frontend,rollback,restart-backend-previous,health-backend-previous,reload-frontend-previous,health-frontend-previous") {
 		t.Fatalf("steps %s", steps)
 	}
-	// The frontend is never reloaded with the new release, only with the
-	// previous one, after the rollback.
-	if n := strings.Count(strings.Join(h.ran, "|"), "pm2 reload"); n != 1 || !strings.HasPrefix(h.ran[len(h.ran)-1], "pm2 reload") {
-		t.Fatalf("calls %v; want one pm2 reload, the last call", h.ran)
+	// The frontend is reloaded with the new release (at the same time as
+	// the backend restart) and again with the previous one.
+	if n := strings.Count(strings.Join(h.ranList(), "|"), "pm2 reload"); n != 2 {
+		t.Fatalf("calls %v; want two pm2 reloads", h.ranList())
 	}
+}
+
+// ranList is what the services were asked, sorted (the backend restart
+// and the frontend reload run at the same time).
+func (h *host) ranList() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := append([]string(nil), h.ran...)
+	sort.Strings(out)
+	return out
 }
 
 func TestUnhealthyFrontendRollsBack(t *testing.T) {
@@ -332,8 +373,8 @@ func TestUnhealthyFrontendRollsBack(t *testing.T) {
 	if b, d := h.live(t); b != "bin v1" || d != "dist v1" {
 		t.Fatalf("live %q %q", b, d)
 	}
-	if n := strings.Count(strings.Join(h.ran, "|"), "pm2 reload"); n != 2 {
-		t.Fatalf("pm2 reloads: %v", h.ran)
+	if n := strings.Count(strings.Join(h.ranList(), "|"), "pm2 reload"); n != 2 {
+		t.Fatalf("pm2 reloads: %v", h.ranList())
 	}
 }
 
@@ -486,24 +527,29 @@ func TestRestartCommand(t *testing.T) {
 	if strings.Join(s.stepList(), ",") != strings.Join(want, ",") {
 		t.Fatalf("steps %v, want %v", s.stepList(), want)
 	}
-	if len(h.ran) != 2 {
-		t.Fatalf("ran %v", h.ran)
+	if ran := h.ranList(); len(ran) != 3 {
+		t.Fatalf("ran %v", ran)
 	}
 }
 
 func TestRecoverAtJobStart(t *testing.T) {
 	h := newHost(t, true)
-	// A build killed after Prepare: the dist is aside, a half dist live.
-	if err := h.d.Prepare(context.Background(), h.p); err != nil {
+	// A build killed after Prepare: a half release is staged.
+	b, err := h.d.Prepare(context.Background(), h.p, deploy.Release{Backend: "commit-old"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	write(t, h.p.Entry, "dist half")
+	write(t, b.Entry, "dist half")
 	if _, err := h.run(t, &fakeBuilder{}, queue.CommandRestart); err != nil {
 		t.Fatal(err)
 	}
-	// restart does not recover (it touches no files) ...
-	if _, d := h.live(t); d != "dist half" {
+	// restart does not recover (it touches no files), and the half
+	// release was never live ...
+	if _, d := h.live(t); d != "dist v1" {
 		t.Fatalf("restart changed files: %q", d)
+	}
+	if _, err := os.Stat(b.Entry); err != nil {
+		t.Fatalf("restart touched the staged release: %v", err)
 	}
 	// ... a rollback job does, before looking for a release.
 	s, err := h.run(t, &fakeBuilder{}, queue.CommandRollback)
