@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -153,7 +154,12 @@ func (d *demo) run(ctx context.Context, base *Config) error {
 			if err != nil {
 				return err
 			}
-			_, err = home.PushFrontend(ctx, "", sandbox.FrontendVersion("v2"))
+			// A build that takes a few seconds, to watch the site
+			// answer from the old release while it runs.
+			_, err = home.PushFrontend(ctx, "", sandbox.Change{
+				Files:   mergeFiles(sandbox.FrontendVersion("v2").Files, sandbox.FrontendBuildDelay(3000).Files),
+				Message: "frontend v2, slow build",
+			})
 			return err
 		}, func(job queue.Job) (string, bool) {
 			return d.serving(job, queue.Succeeded, "v2")
@@ -186,7 +192,12 @@ func (d *demo) run(ctx context.Context, base *Config) error {
 			return err
 		}
 		d.say("    trigger %s", path)
+		stopWatch := func() {}
+		if i > 0 { // before the first deploy there is no site to watch
+			stopWatch = d.watchSite()
+		}
 		sum, err := svc.drain(ctx)
+		stopWatch()
 		if err != nil {
 			return err
 		}
@@ -241,6 +252,59 @@ func (d *demo) serving(job queue.Job, want queue.State, version string) (string,
 	return msg, ok
 }
 
+// watchSite prints, once a second until stopped, what a visitor of the
+// site gets: a page, a lazily loaded page, a public file and the
+// backend's health. The build runs beside the live release, so the site
+// answers throughout.
+func (d *demo) watchSite() (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for n := 0; ; n++ {
+			front, ferr := get(fmt.Sprintf("http://127.0.0.1:%d/", d.astPort))
+			page, perr := get(fmt.Sprintf("http://127.0.0.1:%d/p/%d", d.astPort, n%5+1))
+			_, rerr := get(fmt.Sprintf("http://127.0.0.1:%d/files/robots.txt", d.astPort))
+			back, berr := backendVersion(d.goPort)
+			state := "site up  "
+			if ferr != nil || perr != nil || rerr != nil || berr != nil {
+				state = "site DOWN"
+			}
+			d.say("    %s %s: %s, %s, robots.txt %s; backend %s", state, time.Now().Format("15:04:05"),
+				answer(front, ferr), answer(page, perr), answer("ok", rerr), back)
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// answer is what a request got, short: the body quoted, or why not.
+func answer(body string, err error) string {
+	switch {
+	case err == nil:
+		return strconv.Quote(strings.TrimSpace(body))
+	case strings.Contains(err.Error(), "connection refused"):
+		return "refused"
+	default:
+		return err.Error()
+	}
+}
+
+// mergeFiles is the union of file sets, later ones winning.
+func mergeFiles(sets ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, s := range sets {
+		for k, v := range s {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 func stepFailed(job queue.Job, name string) bool {
 	for _, s := range job.Steps {
 		if s.Name == name && s.State == queue.Failed {
@@ -270,6 +334,9 @@ func get(url string) (string, error) {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err == nil && resp.StatusCode >= 400 {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
 	return string(b), err
 }
 

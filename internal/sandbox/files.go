@@ -1,6 +1,9 @@
 package sandbox
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // backendFiles is a stand-in for tractstack-go: one module with
 // cmd/tractstack-go that serves GET /api/v1/health and reports its version,
@@ -66,22 +69,33 @@ func versionGo(version string, healthy bool) string {
 	return fmt.Sprintf("package main\n\n// Version is what the backend reports.\nconst Version = %q\n\n// Healthy is what its health check answers.\nconst Healthy = %t\n", version, healthy)
 }
 
-// frontendFiles is a stand-in for my-tractstack: a package with no
-// dependencies whose `build` script is plain Node and writes
-// dist/server/entry.mjs, an HTTP server on $PORT that answers with the
-// version it was built from (as Astro's node adapter would serve a page).
-func frontendFiles(version string) map[string]string {
+// frontendFiles is a stand-in for my-tractstack: a package whose `build`
+// script is plain Node and writes dist/server/entry.mjs, an HTTP server on
+// $PORT that answers / with the version it was built from (as Astro's node
+// adapter would serve a page), /p/<n> from a page module it imports only
+// on first request (as Astro loads page chunks lazily), and /files/<name>
+// from dist/client (where the build copies public/), found relative to
+// the entry's real path as Astro finds it. The server imports the package
+// "greeting", a local dependency at the absolute path greeting that pnpm
+// installs without a
+// registry (see greetingFiles), so a server that cannot resolve its
+// node_modules/ does not start.
+func frontendFiles(version, greeting string) map[string]string {
 	return map[string]string{
 		"package.json": `{
   "name": "my-tractstack",
   "version": "0.0.0",
   "private": true,
   "type": "module",
+  "dependencies": {
+    "greeting": "file:` + greeting + `"
+  },
   "scripts": {
     "build": "node build.mjs"
   }
 }
 `,
+		"public/robots.txt": "User-agent: *\n",
 		"build.mjs": `import fs from "node:fs";
 
 let delay = 0;
@@ -90,21 +104,51 @@ if (fs.existsSync("src/build-delay-ms")) {
 }
 const version = fs.readFileSync("src/version.txt", "utf8").trim();
 console.log("building frontend " + version);
+// As Astro does: the output directory is emptied when the build starts.
+fs.rmSync("dist", { recursive: true, force: true });
 setTimeout(() => {
   if (fs.existsSync("src/broken")) {
     console.error("build failed: src/broken exists");
     process.exit(1);
   }
-  fs.rmSync("dist", { recursive: true, force: true });
-  fs.mkdirSync("dist/server", { recursive: true });
+  fs.mkdirSync("dist/server/pages", { recursive: true });
   fs.mkdirSync("dist/client", { recursive: true });
+  if (fs.existsSync("public")) {
+    fs.cpSync("public", "dist/client", { recursive: true });
+  }
   fs.writeFileSync("dist/client/index.html", "<p class=\"text-sm\">" + version + "</p>\n");
+  for (let n = 1; n <= 5; n++) {
+    fs.writeFileSync("dist/server/pages/page-" + n + ".mjs", "export const body = " + JSON.stringify("page " + n + " " + version) + ";\n");
+  }
   fs.writeFileSync("dist/server/entry.mjs", ` + "`" + `import http from "node:http";
+import fs from "node:fs";
+import { greeting } from "greeting";
 const version = ${JSON.stringify(version)};
+const client = new URL("../client/", import.meta.url);
 const port = parseInt(process.env.PORT || "4321", 10);
-http.createServer((req, res) => {
-  res.writeHead(200, { "content-type": "text/plain" });
-  res.end("frontend " + version + "\\n");
+http.createServer(async (req, res) => {
+  try {
+    const page = /^\\/p\\/([1-5])$/.exec(req.url);
+    if (page) {
+      const mod = await import("./pages/page-" + page[1] + ".mjs");
+      res.writeHead(200, { "content-type": "text/plain", "x-greeting": greeting });
+      res.end(mod.body + "\\n");
+      return;
+    }
+    if (req.url.startsWith("/files/")) {
+      const name = req.url.slice("/files/".length);
+      if (!/^[a-z0-9.-]+$/.test(name)) throw new Error("bad name");
+      const data = fs.readFileSync(new URL(name, client));
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end(data);
+      return;
+    }
+    res.writeHead(200, { "content-type": "text/plain", "x-greeting": greeting });
+    res.end("frontend " + version + "\\n");
+  } catch (e) {
+    res.writeHead(500, { "content-type": "text/plain" });
+    res.end(String(e) + "\\n");
+  }
 }).listen(port, process.env.HOST || "127.0.0.1", () => {
   console.log("frontend " + version + " listening on " + port);
 });
@@ -114,5 +158,18 @@ http.createServer((req, res) => {
 `,
 		"src/version.txt": version + "\n",
 		".gitignore":      "node_modules/\ndist/\n",
+	}
+}
+
+// greetingFiles is the frontend's one dependency, a package kept outside
+// the frontend tree (as the npm registry would be) and installed by pnpm
+// from its directory: a module and a payload of 4 MiB, so that
+// node_modules/ outweighs the sources and dist/ as it does on a real site.
+func greetingFiles() map[string]string {
+	line := "concierge keeps node_modules in every release, hard linked.\n" // 61 bytes
+	return map[string]string{
+		"package.json": "{\n  \"name\": \"greeting\",\n  \"version\": \"1.0.0\",\n  \"type\": \"module\",\n  \"main\": \"index.js\"\n}\n",
+		"index.js":     "export const greeting = \"hello\";\n",
+		"payload.txt":  strings.Repeat(line, (4<<20)/len(line)),
 	}
 }

@@ -68,6 +68,10 @@ func (h *Home) Binary(site string) string {
 	return filepath.Join(h.Root(site), "bin", "tractstack-go")
 }
 
+// GreetingDir is where the frontend's one dependency lives (see
+// greetingFiles): beside the origins, outside every frontend tree.
+func (h *Home) GreetingDir() string { return filepath.Join(h.Origins, "greeting") }
+
 // StateDir is where triggers are dropped.
 func (h *Home) StateDir() string { return filepath.Join(h.Dir, "state") }
 
@@ -116,6 +120,9 @@ func New(ctx context.Context, dir string, opts Options) (*Home, error) {
 			return nil, fmt.Errorf("write ports file: %w", err)
 		}
 	}
+	if err := writeFiles(h.GreetingDir(), greetingFiles()); err != nil {
+		return nil, err
+	}
 	for _, site := range append([]string{""}, opts.Sites...) {
 		if err := h.layoutSite(ctx, site); err != nil {
 			return nil, err
@@ -138,14 +145,14 @@ func (h *Home) layoutSite(ctx context.Context, site string) error {
 	if err := Git(ctx, filepath.Join(root, "src"), "clone", "-q", h.BackendOrigin(site), "tractstack-go"); err != nil {
 		return err
 	}
-	if err := h.seedOrigin(ctx, h.FrontendOrigin(site), frontendFiles(h.opts.FrontendVersion)); err != nil {
+	if err := h.seedOrigin(ctx, h.FrontendOrigin(site), frontendFiles(h.opts.FrontendVersion, h.GreetingDir())); err != nil {
 		return err
 	}
 	if h.opts.FrontendIsClone {
 		if err := Git(ctx, filepath.Join(root, "src"), "clone", "-q", h.FrontendOrigin(site), "my-tractstack"); err != nil {
 			return err
 		}
-	} else if err := writeFiles(h.FrontendSrc(site), frontendFiles(h.opts.FrontendVersion)); err != nil {
+	} else if err := writeFiles(h.FrontendSrc(site), frontendFiles(h.opts.FrontendVersion, h.GreetingDir())); err != nil {
 		return err
 	}
 	return nil
