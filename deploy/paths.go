@@ -26,7 +26,7 @@ type Paths struct {
 
 	BackendSrc  string // <root>/src/tractstack-go
 	FrontendSrc string // <root>/src/my-tractstack
-	Dist        string // <root>/src/my-tractstack/dist
+	Dist        string // <root>/src/my-tractstack/dist (a link into the live release)
 	Entry       string // <root>/src/my-tractstack/dist/server/entry.mjs (what pm2 serves)
 	BinDir      string // <root>/bin
 	Binary      string // <root>/bin/tractstack-go (the live binary)

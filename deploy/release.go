@@ -149,8 +149,11 @@ func (d *Deployer) Prune(p Paths) error {
 			return fmt.Errorf("prune release %s: %w", r.ID, err)
 		}
 	}
-	// Leftovers of a prune interrupted by a crash.
+	// Leftovers of a prune, or of keeping the live release, interrupted
+	// by a crash.
 	stale, _ := filepath.Glob(filepath.Join(p.Releases, ".prune-*"))
+	adopting, _ := filepath.Glob(filepath.Join(p.Releases, ".adopt-*"))
+	stale = append(stale, adopting...)
 	for _, s := range stale {
 		if err := os.RemoveAll(s); err != nil {
 			return fmt.Errorf("remove %s: %w", s, err)
