@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/index"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/utils/merkletrie"
@@ -270,28 +274,112 @@ func trackingRef(rc *config.RemoteConfig, merge plumbing.ReferenceName) plumbing
 }
 
 // dirtyFiles lists the tracked files with changes, staged or not;
-// untracked files do not count.
+// untracked files do not count. It looks at the tracked files alone, as
+// `git diff --quiet HEAD` would: go-git's Status walks the whole work
+// tree, ignored node_modules/ and dist/ included, which costs most of a
+// frontend pull. A file whose size and modification time match the index
+// is clean (unless it changed in the second the index was written: then
+// its content is hashed, as git does for racy entries); others are hashed
+// and compared.
 func dirtyFiles(repo *git.Repository) ([]string, error) {
 	wt, err := repo.Worktree()
 	if err != nil {
 		return nil, err
 	}
-	st, err := wt.Status()
+	idx, err := repo.Storer.Index()
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	head, err := repo.Head()
 	if err != nil {
 		return nil, err
 	}
-	var dirty []string
-	for name, fs := range st {
-		if isChange(fs.Staging) || isChange(fs.Worktree) {
-			dirty = append(dirty, name)
+	commit, err := repo.CommitObject(head.Hash())
+	if err != nil {
+		return nil, err
+	}
+	tree, err := commit.Tree()
+	if err != nil {
+		return nil, err
+	}
+	inHead := map[string]plumbing.Hash{}
+	if err := tree.Files().ForEach(func(f *object.File) error {
+		inHead[f.Name] = f.Hash
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list tracked files: %w", err)
+	}
+	root := wt.Filesystem.Root()
+	var indexTime time.Time
+	if fi, err := os.Stat(filepath.Join(root, ".git", "index")); err == nil {
+		indexTime = fi.ModTime()
+	}
+	dirty := map[string]bool{}
+	for _, e := range idx.Entries {
+		if e.Mode == filemode.Submodule || e.SkipWorktree {
+			continue
+		}
+		if h, ok := inHead[e.Name]; !ok || h != e.Hash || e.Stage != 0 { // 0: not a conflict stage
+			dirty[e.Name] = true // staged
+			continue
+		}
+		if changed, err := worktreeChanged(filepath.Join(root, filepath.FromSlash(e.Name)), e, indexTime); err != nil {
+			return nil, fmt.Errorf("compare %s: %w", e.Name, err)
+		} else if changed {
+			dirty[e.Name] = true
 		}
 	}
-	sort.Strings(dirty)
-	return dirty, nil
+	indexed := map[string]bool{}
+	for _, e := range idx.Entries {
+		indexed[e.Name] = true
+	}
+	for name := range inHead {
+		if !indexed[name] {
+			dirty[name] = true // deletion staged
+		}
+	}
+	out := make([]string, 0, len(dirty))
+	for name := range dirty {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
-func isChange(c git.StatusCode) bool {
-	return c != git.Unmodified && c != git.Untracked
+// worktreeChanged says whether the file at path differs from index entry
+// e.
+func worktreeChanged(path string, e *index.Entry, indexTime time.Time) (bool, error) {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	mode, err := filemode.NewFromOSFileMode(fi.Mode())
+	if err != nil || (mode != e.Mode && !(mode.IsRegular() && e.Mode.IsRegular())) {
+		return true, nil
+	}
+	if mode.IsRegular() && (fi.Mode().Perm()&0o111 != 0) != (e.Mode == filemode.Executable) {
+		return true, nil
+	}
+	racy := !indexTime.IsZero() && !fi.ModTime().Before(indexTime)
+	if uint32(fi.Size()) == e.Size && fi.ModTime().Equal(e.ModifiedAt) && !racy {
+		return false, nil
+	}
+	var content []byte
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		target, err := os.Readlink(path)
+		if err != nil {
+			return false, err
+		}
+		content = []byte(target)
+	} else {
+		if content, err = os.ReadFile(path); err != nil {
+			return false, err
+		}
+	}
+	return plumbing.ComputeHash(plumbing.BlobObject, content) != e.Hash, nil
 }
 
 // checkOverwrites refuses a fast-forward that would overwrite an
