@@ -164,6 +164,12 @@ func TestBuildCrashDrill(t *testing.T) {
 				if exists(p.Staging) {
 					t.Fatalf("staging left after recover")
 				}
+				if left, _ := filepath.Glob(filepath.Join(p.FrontendSrc, distLink+"*")); len(left) != 0 {
+					t.Fatalf("left in the live tree: %v", left)
+				}
+				if fi, err := os.Lstat(p.Dist); err != nil || (bin == "v2") != (fi.Mode()&os.ModeSymlink != 0) {
+					t.Fatalf("live dist after recover (%s, live %s): %v, %v; want a link to the release exactly when v2 is live", act, bin, fi, err)
+				}
 				rs, err := ListReleases(p)
 				if err != nil {
 					t.Fatal(err)
