@@ -326,7 +326,10 @@ func TestPipelineE2E(t *testing.T) {
 			h.push("", nil, changeOf(sandbox.FrontendBuildDelay(600000)))
 			h.drop(buildMain)
 			keep := h.services()
-			pr := startProc(t, bins.real, setEnv(h.env, "CONCIERGE_STEP_TIMEOUT=5s"), "run")
+			// Long enough that the install before the build (which the
+			// timeout bounds too) finishes on a busy machine, and the hanging
+			// build is seen.
+			pr := startProc(t, bins.real, setEnv(h.env, "CONCIERGE_STEP_TIMEOUT=20s"), "run")
 			// The hanging build is seen while it hangs, so the check
 			// after the timeout is known to see such processes.
 			waitFor(t, "the hanging frontend build to be seen running", 30*time.Second, func() (bool, string) {
@@ -337,8 +340,8 @@ func TestPipelineE2E(t *testing.T) {
 			}
 			j := h.lastJob()
 			fs := pe2eStep(t, j, "build-frontend")
-			if j.State != queue.Failed || fs.State != queue.Failed || !strings.Contains(fs.Error, "timed out after 5s") || !strings.Contains(j.Error, "timed out after 5s") {
-				t.Fatalf("want a failed job, its build-frontend timed out after 5s:\n%s", pe2eJSON(j))
+			if j.State != queue.Failed || fs.State != queue.Failed || !strings.Contains(fs.Error, "timed out after 20s") || !strings.Contains(j.Error, "timed out after 20s") {
+				t.Fatalf("want a failed job, its build-frontend timed out after 20s:\n%s", pe2eJSON(j))
 			}
 			waitNoStrays(t, h.sb.Dir, keep)
 			h.unchanged("", before)
