@@ -354,8 +354,9 @@ func copySources(src, dst string) error {
 // linkTree makes dst a copy of the directory src whose files are hard
 // links to src's (symbolic links are copied as links). The small files
 // that pnpm rewrites (those directly in node_modules/ and
-// node_modules/.pnpm/, and the .bin shims) are copied instead, so that a
-// pnpm install in dst cannot change them in src through the shared inode.
+// node_modules/.pnpm/, and the .bin shims) are copied instead, and local
+// packages (localPackage) left out, so that a pnpm install in dst cannot
+// change src through a shared inode.
 func linkTree(src, dst string) error {
 	_, err := countingLinkTree(src, dst)
 	return err
@@ -372,6 +373,9 @@ func countingLinkTree(src, dst string) (int, error) {
 			return err
 		}
 		target := filepath.Join(dst, rel)
+		if localPackage(rel) {
+			return fs.SkipDir
+		}
 		switch t := d.Type(); {
 		case t.IsDir():
 			info, err := d.Info()
@@ -408,6 +412,17 @@ func countingLinkTree(src, dst string) (int, error) {
 		}
 	})
 	return n, err
+}
+
+// localPackage says whether rel (relative to node_modules) is the
+// directory pnpm keeps a local dependency in (file: or link: in
+// package.json): pnpm imports such a package again at every install,
+// writing its files in place, which through a hard link would change the
+// release it came from. It is left out, and pnpm puts it back fresh from
+// its store.
+func localPackage(rel string) bool {
+	dir, name, ok := strings.Cut(filepath.ToSlash(rel), "/")
+	return ok && dir == ".pnpm" && !strings.Contains(name, "/") && (strings.Contains(name, "@file+") || strings.Contains(name, "@link+"))
 }
 
 // sameFile reports whether a and b are the same file (hard links).

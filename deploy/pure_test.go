@@ -245,3 +245,19 @@ func TestReloadLocked(t *testing.T) {
 		}
 	}
 }
+
+func TestLocalPackage(t *testing.T) {
+	for rel, want := range map[string]bool{
+		".pnpm/greeting@file+..+deps+greeting":                true,
+		".pnpm/mylib@link+..+lib":                             true,
+		".pnpm/astro@5.18.2/node_modules/astro":               false,
+		".pnpm/greeting@file+..+deps+greeting/node_modules":   false, // inside: skipped with its directory
+		".pnpm/lock.yaml":                                     false,
+		"greeting":                                            false,
+		".pnpm/@astrojs+node@9.5.5_astro@5.18.2/node_modules": false,
+	} {
+		if got := localPackage(rel); got != want {
+			t.Errorf("localPackage(%q) = %t, want %t", rel, got, want)
+		}
+	}
+}

@@ -272,8 +272,14 @@ func TestReleasesKeepTheSiteUp(t *testing.T) {
 			pkg, lock, wl := readFile(t, filepath.Join(p.FrontendSrc, "package.json")), readFile(t, filepath.Join(p.FrontendSrc, "pnpm-lock.yaml")), readFile(t, p.WhitelistJSON)
 			// The new release changes the packages: a new version of the
 			// dependency (the lock file) and package.json itself.
+			// (A new file, as a release of a package is: pnpm hard links a
+			// local dependency's files, so a change written into them in
+			// place would reach every release that has them.)
 			greeting := filepath.Join(h.sb.GreetingDir(), "package.json")
-			mustWrite(t, greeting, strings.Replace(readFile(t, greeting), `"1.0.0"`, `"1.1.0"`, 1))
+			mustWrite(t, greeting+".new", strings.Replace(readFile(t, greeting), `"1.0.0"`, `"1.1.0"`, 1))
+			if err := os.Rename(greeting+".new", greeting); err != nil {
+				t.Fatal(err)
+			}
 			mustWrite(t, filepath.Join(p.FrontendSrc, "package.json"), strings.Replace(pkg, `"version": "0.0.0"`, `"version": "0.0.3"`, 1))
 			if err := sandbox.WriteFrontendFiles(p.FrontendSrc, sandbox.FrontendVersion("v3")); err != nil {
 				t.Fatal(err)
