@@ -10,7 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Lock is the run lock: an exclusive flock on <data>/lock. Whoever holds it
+// Lock is the run lock: an exclusive flock on one file per install
+// (cmd/concierge puts it at <home>/concierge.lock). Whoever holds it
 // is the only process that takes in triggers and runs jobs. The kernel
 // drops it when the holder dies, so a crash never leaves it stuck.
 type Lock struct {

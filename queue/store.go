@@ -25,7 +25,6 @@ type Store struct {
 const (
 	jobsDirName     = "jobs"
 	rejectedDirName = "rejected"
-	lockName        = "lock"
 )
 
 // OpenStore returns the store in dataDir, creating its directories.
@@ -51,9 +50,6 @@ func (s *Store) JobsDir() string { return filepath.Join(s.dir, jobsDirName) }
 
 // RejectedDir holds rejected triggers and the reasons they were rejected.
 func (s *Store) RejectedDir() string { return filepath.Join(s.dir, rejectedDirName) }
-
-// LockPath is the run lock.
-func (s *Store) LockPath() string { return filepath.Join(s.dir, lockName) }
 
 // OutputPath is where a job's step output is kept.
 func (s *Store) OutputPath(id string) string { return filepath.Join(s.JobsDir(), id+".log") }

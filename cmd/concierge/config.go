@@ -167,5 +167,12 @@ func (c *Config) Validate() error {
 // StateDir is where triggers arrive.
 func (c *Config) StateDir() string { return filepath.Join(c.Home, "state") }
 
+// LockPath is the run lock: one per install, derived from the home alone,
+// so that every concierge on this home (whatever its data dir, whether or
+// not it read concierge.env) takes the same lock. It sits in the home,
+// which the hardened units may write, and not in state/, where a write
+// would fire the path unit.
+func (c *Config) LockPath() string { return filepath.Join(c.Home, "concierge.lock") }
+
 // LogFile is the compat log file the old script appended to.
 func (c *Config) LogFile() string { return filepath.Join(c.Home, "log", "concierge.log") }

@@ -256,6 +256,48 @@ func TestTwoProcessesNeverRunJobsAtOnce(t *testing.T) {
 	}
 }
 
+// The run lock is one per install: a concierge with another data dir (a
+// manual run that did not read concierge.env, where CONCIERGE_DATA_DIR
+// was set) waits for the one that runs, instead of building the same
+// target beside it.
+func TestTwoDataDirsOnOneHomeRunOneJobAtATime(t *testing.T) {
+	h := newHome(t)
+	h.gate()
+	h.drop("build-1.csv", "type=main,command=build")
+	first, _ := h.start("run")
+	h.runningJob()
+	// A trigger the second concierge would take in at once and build
+	// beside the first if it took a lock of its own.
+	h.drop("build-2.csv", "type=dedicated,site=acme,command=build")
+	other := filepath.Join(t.TempDir(), "other-data")
+	second := startProc(t, bins.fake, append(h.env(), "CONCIERGE_DATA_DIR="+other), "run")
+	eventually(t, "the second process to wait for the lock", 20*time.Second, func() bool {
+		return strings.Contains(second.out.String(), "waiting for it to finish")
+	})
+	if !strings.Contains(second.out.String(), filepath.Join(h.dir, "concierge.lock")) {
+		t.Fatalf("the second process does not name <home>/concierge.lock:\n%s", second.out)
+	}
+	if got := h.stateEntries(); !slices.Contains(got, "build-2.csv") {
+		t.Fatalf("build-2.csv taken in while the first job holds: state/ %q", got)
+	}
+	h.openGate()
+	if code := waitExit(t, first); code != 0 {
+		t.Fatalf("first run exit %d", code)
+	}
+	if code := waitExit(t, second); code != 0 {
+		t.Fatalf("second run exit %d:\n%s", code, second.out)
+	}
+	runs := h.runs()
+	for i, r := range runs {
+		if want := []string{"start", "end"}[i%2]; r.Event != want {
+			t.Fatalf("runs interleave: %+v", runs)
+		}
+	}
+	if len(runs) != 4 {
+		t.Fatalf("runs %+v, want 2 jobs each run once", runs)
+	}
+}
+
 func TestEnqueuePlanAndRetry(t *testing.T) {
 	h := newHome(t)
 	out, stderr, code := h.concierge("enqueue", "--type", "dedicated", "--site", "acme")

@@ -39,7 +39,7 @@ func openService(ctx context.Context, cfg *Config, log zerolog.Logger, onStatus 
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	lockPath := queue.ReadStore(cfg.DataDir).LockPath()
+	lockPath := cfg.LockPath()
 	lock, err := queue.AcquireLock(ctx, lockPath, func() {
 		log.Info().Str("lock", lockPath).Msg("another concierge is running jobs; waiting for it to finish")
 	})

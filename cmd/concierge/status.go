@@ -153,7 +153,7 @@ func orphaned(cfg *Config, jobs []*queue.Job) bool {
 	if !running {
 		return false
 	}
-	l, err := queue.TryLock(queue.ReadStore(cfg.DataDir).LockPath())
+	l, err := queue.TryLock(cfg.LockPath())
 	if err != nil {
 		return false // held (or unreadable): someone is running it
 	}
