@@ -47,6 +47,9 @@ type Options struct {
 	// UserManager adapts the units for a systemd user manager: no User=
 	// or Group=, and no sandboxing options a user manager cannot apply.
 	UserManager bool
+	// Sandboxed, with UserManager, keeps the sandboxing options: a user
+	// manager that runs as root (the tests' private one) applies them.
+	Sandboxed bool
 }
 
 // Render returns the unit name with opts applied. Pure.
@@ -58,9 +61,26 @@ func Render(name string, opts Options) (string, error) {
 	return render(text, opts), nil
 }
 
-// userManagerDrops are the lines a user manager cannot honour.
-var userManagerDrops = []string{"User=", "Group=", "ProtectSystem=", "PrivateTmp=", "ProtectKernelTunables=",
-	"ProtectKernelModules=", "ProtectControlGroups=", "RestrictSUIDSGID=", "LockPersonality=", "NoNewPrivileges="}
+// userManagerDrops are the lines a user manager cannot honour: it runs
+// as the user it is for.
+var userManagerDrops = []string{"User=", "Group="}
+
+// sandboxKeys are the sandboxing options, which an unprivileged user
+// manager cannot apply.
+var sandboxKeys = []string{"NoNewPrivileges=", "CapabilityBoundingSet=", "AmbientCapabilities=", "ProtectSystem=",
+	"ProtectHome=", "BindPaths=", "ReadWritePaths=", "PrivateTmp=", "PrivateDevices=", "ProtectKernelTunables=",
+	"ProtectKernelModules=", "ProtectKernelLogs=", "ProtectClock=", "ProtectHostname=", "ProtectControlGroups=",
+	"RestrictNamespaces=", "RestrictRealtime=", "RestrictSUIDSGID=", "LockPersonality=", "RestrictAddressFamilies=",
+	"SystemCallArchitectures=", "SystemCallFilter=", "SystemCallErrorNumber="}
+
+// SandboxKeys lists the sandboxing options the shipped services set.
+func SandboxKeys() []string {
+	out := make([]string, len(sandboxKeys))
+	for i, k := range sandboxKeys {
+		out[i] = strings.TrimSuffix(k, "=")
+	}
+	return out
+}
 
 func render(text string, opts Options) string {
 	bin := opts.Binary
@@ -78,8 +98,12 @@ func render(text string, opts Options) string {
 	var out []string
 	for _, line := range strings.Split(text, "\n") {
 		if opts.UserManager {
+			drops := userManagerDrops
+			if !opts.Sandboxed {
+				drops = append(drops[:len(drops):len(drops)], sandboxKeys...)
+			}
 			drop := false
-			for _, d := range userManagerDrops {
+			for _, d := range drops {
 				if strings.HasPrefix(line, d) {
 					drop = true
 				}
