@@ -75,14 +75,83 @@ func sdNewHost(t *testing.T, sd *systemdtest.Manager, dir, bin string, extra ...
 	return h
 }
 
-// render renders a shipped unit for this user manager and home.
+// sdRefused are the sandboxing options this machine's container refuses
+// to set up for any unit (the service fails with 226/NAMESPACE: its /proc
+// cannot be remounted), so the tests' units go without them; README,
+// "Sandboxing", says why they are safe.
+var sdRefused = []string{"ProtectKernelTunables=yes", "ProtectKernelLogs=yes"}
+
+// render renders a shipped unit for this user manager and home with its
+// sandbox: the private manager runs as root, so it applies it (but for
+// sdRefused).
 func (h *sdHost) render(name string) string {
 	h.t.Helper()
-	text, err := systemd.Render(name, systemd.Options{Binary: h.bin, Home: h.dir, UserManager: true})
+	text, err := systemd.Render(name, systemd.Options{Binary: h.bin, Home: h.dir, UserManager: true, Sandboxed: true})
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	for _, o := range sdRefused {
+		text = strings.Replace(text, "\n"+o+"\n", "\n", 1)
+	}
 	return text
+}
+
+// testPaths writes a drop-in for a service that lets its sandbox reach
+// what this test keeps outside the home and a host keeps in it or in
+// /usr: the concierge binary (read-only), the manager's runtime dir
+// (`systemctl --user`), and the HOME and PM2_HOME of concierge.env (the
+// test's warm Go caches, its pm2 daemon). All live in /tmp, which
+// PrivateTmp= replaces, and /root, which ProtectHome= hides. And
+// journald's sockets: in this container /run is not a mount point, so
+// ProtectControlGroups= (which mounts the API file systems) puts an empty
+// tmpfs there; on a host /run is a tmpfs of its own, which systemd leaves.
+func (h *sdHost) testPaths(unit string) {
+	h.t.Helper()
+	data, err := os.ReadFile(filepath.Join(h.dir, "etc", "concierge.env"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	paths := []string{h.sd.RuntimeDir(), "-/run/systemd/journal"}
+	for _, l := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(l, "=")
+		if (k == "HOME" || k == "PM2_HOME") && filepath.IsAbs(v) {
+			paths = append(paths, v)
+		}
+	}
+	h.dropIn(unit, "test-paths.conf", fmt.Sprintf("[Service]\nBindReadOnlyPaths=%s\nBindPaths=%s\n",
+		filepath.Dir(h.bin), strings.Join(paths, " ")))
+}
+
+// sandboxed checks that a process of the service runs in its sandbox:
+// no capabilities, no new privileges, a seccomp filter, the root file
+// system read-only and the home writable.
+func (h *sdHost) sandboxed(pid string) {
+	h.t.Helper()
+	status, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, want := range []string{"CapBnd:\t0000000000000000", "CapEff:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2"} {
+		if !strings.Contains(string(status), want+"\n") {
+			h.t.Fatalf("process %s of the service lacks %q:\n%s", pid, want, status)
+		}
+	}
+	mounts, err := os.ReadFile("/proc/" + pid + "/mountinfo")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	opts := map[string]string{} // mount point → options of its last (top) mount
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 5 {
+			opts[f[4]] = f[5]
+		}
+	}
+	if o := opts["/"]; !strings.HasPrefix(o, "ro") {
+		h.t.Fatalf("/ is mounted %q in the service, want read-only", o)
+	}
+	if o := opts[h.dir]; !strings.HasPrefix(o, "rw") {
+		h.t.Fatalf("the home %s is mounted %q in the service, want read-write", h.dir, o)
+	}
 }
 
 // dropIn writes a drop-in for unit (no reload).
@@ -116,6 +185,7 @@ func (h *sdHost) installPathPair() {
 	late, state := filepath.Join(h.dir, "late"), filepath.Join(h.dir, "state")
 	h.dropIn(sdService, "test-late.conf", fmt.Sprintf("[Service]\nExecStartPost=-%[1]s %[2]s/late-notes.txt %[3]s/late-notes.txt\nExecStartPost=-%[1]s %[2]s/build-late.csv %[3]s/build-late.csv\n",
 		mv, late, state))
+	h.testPaths(sdService)
 	mustWrite(h.t, filepath.Join(h.sd.UnitDir(), sdService), h.render(sdService))
 	h.sd.InstallUnit(sdPath, h.render(sdPath))
 	if out, err := h.sd.Systemctl("enable", "--now", sdPath); err != nil {
@@ -339,6 +409,7 @@ func TestSystemdWatchServiceNotifyWatchdogAndStop(t *testing.T) {
 	if !strings.Contains(text, "\nWatchdogSec=60s\n") || !strings.Contains(text, "\nType=notify\n") {
 		t.Fatalf("concierge.service is not Type=notify with WatchdogSec=60s:\n%s", text)
 	}
+	h.testPaths(sdWatch)
 	sd.InstallUnit(sdWatch, strings.Replace(text, "\nWatchdogSec=60s\n", "\nWatchdogSec=2s\n", 1))
 	t.Cleanup(func() { sd.Systemctl("stop", sdWatch) })
 
@@ -356,6 +427,7 @@ func TestSystemdWatchServiceNotifyWatchdogAndStop(t *testing.T) {
 
 	// The keep-alives keep it up over more than two watchdog periods.
 	pid := h.show(sdWatch, "MainPID")
+	h.sandboxed(pid)
 	wd := h.show(sdWatch, "WatchdogTimestampMonotonic")
 	if h.show(sdWatch, "WatchdogUSec") != "2s" {
 		t.Fatalf("WatchdogUSec=%s, want 2s", h.show(sdWatch, "WatchdogUSec"))
@@ -464,6 +536,17 @@ func TestSystemdPathUnitBuildGoesLive(t *testing.T) {
 		t.Fatalf("jobs: %+v", jobs)
 	}
 	job := jobs[0]
+	// UMask=0027: what concierge wrote is not world-readable.
+	for _, f := range []string{filepath.Join("concierge", "jobs", job.ID+".json"), filepath.Join("concierge", "jobs", job.ID+".log"),
+		"concierge.lock", filepath.Join("log", "concierge.log")} {
+		st, err := os.Stat(filepath.Join(live.sb.Dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o007 != 0 {
+			t.Fatalf("%s is mode %o under UMask=0027, want no access for others", f, st.Mode().Perm())
+		}
+	}
 	if after, ok := live.pm.Get(p.Process); !ok || after.RestartTime <= fe.RestartTime || after.Status != "online" {
 		t.Fatalf("pm2 reload through PM2_HOME from concierge.env: before %+v, after %+v", fe, after)
 	}
