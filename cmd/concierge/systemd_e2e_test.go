@@ -658,3 +658,101 @@ func sdJournalJSON(t *testing.T, matches ...string) []map[string]any {
 	}
 	return entries
 }
+
+// switchCommands returns the systemctl commands a shipped unit's header
+// names for switching to its set-up (the lines "#   systemctl ..."), as
+// argument lists without "systemctl".
+func switchCommands(t *testing.T, text string) [][]string {
+	t.Helper()
+	var out [][]string
+	for _, l := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(l, "#   systemctl "); ok {
+			out = append(out, strings.Fields(rest))
+		}
+	}
+	if len(out) != 2 {
+		t.Fatalf("want a disable and an enable command in the header, got %q in:\n%s", out, text)
+	}
+	return out
+}
+
+// TestSystemdSetUpsAreExclusiveAtBoot switches between the two set-ups
+// with the commands `concierge units` prints in the units' headers and
+// boots a fresh manager on the same unit configuration after each switch:
+// only the chosen set-up starts, and it builds a trigger.
+func TestSystemdSetUpsAreExclusiveAtBoot(t *testing.T) {
+	testtool.Require(t, "sh", "mktemp", "mv")
+	sd := systemdtest.Start(t)
+	dir := t.TempDir()
+	h := sdNewHost(t, sd, dir, bins.fake, "CONCIERGE_FAKE_DIR="+filepath.Join(dir, "fake"))
+	h.installPathPair()
+	h.testPaths(sdWatch)
+	sd.InstallUnit(sdWatch, h.render(sdWatch))
+	t.Cleanup(func() { sd.Systemctl("stop", sdWatch) })
+	toPair, toWatch := switchCommands(t, h.render(sdPath)), switchCommands(t, h.render(sdWatch))
+	switchTo := func(cmds [][]string) {
+		t.Helper()
+		for _, c := range cmds {
+			if out, err := sd.Systemctl(c...); err != nil {
+				t.Fatalf("systemctl %q: %v\n%s", c, err, out)
+			}
+		}
+	}
+	// neverStarted: the unit has not left inactive since this boot.
+	neverStarted := func(unit string) bool { return h.show(unit, "InactiveExitTimestampMonotonic") == "0" }
+	// built drops a trigger and waits until the jobs ended reach want.
+	built := func(what string, want int) {
+		t.Helper()
+		h.trigger("type=main,tenant=default,command=build", "build-$(date +%s%N).csv")
+		waitFor(t, what, 30*time.Second, func() (bool, string) {
+			return h.fakeEnds() == want && len(h.triggers()) == 0, fmt.Sprintf("%d jobs ended, triggers %q", h.fakeEnds(), h.triggers())
+		})
+	}
+	// Boot with the pair chosen, after a switch back from the watcher,
+	// and check only the pair started. The boot transaction is over when
+	// Reboot returns (the manager says running only with no job queued).
+	pairBoot := func(what string, ends int) {
+		t.Helper()
+		sd.Reboot()
+		starts := h.starts()
+		if st := h.show(sdPath, "ActiveState"); st != "active" {
+			t.Fatalf("%s: %s is %s after boot, want active", what, sdPath, st)
+		}
+		if neverStarted(sdService) || h.show(sdService, "Result") != "success" {
+			t.Fatalf("%s: %s did not run once at boot (Result=%s)", what, sdService, h.show(sdService, "Result"))
+		}
+		if !neverStarted(sdWatch) {
+			t.Fatalf("%s: %s started at boot (%s)", what, sdWatch, h.show(sdWatch, "ActiveState"))
+		}
+		built(what+": a trigger built by the pair", ends)
+		if got := h.starts(); got != starts+1 {
+			t.Fatalf("%s: the trigger started %s %d times, want once", what, sdService, got-starts)
+		}
+		if !neverStarted(sdWatch) {
+			t.Fatalf("%s: %s started", what, sdWatch)
+		}
+	}
+
+	switchTo(toPair)
+	pairBoot("the pair", 1)
+
+	switchTo(toWatch)
+	sd.Reboot()
+	starts := h.starts()
+	if st, sub := h.show(sdWatch, "ActiveState"), h.show(sdWatch, "SubState"); st != "active" || sub != "running" {
+		t.Fatalf("after switching to %s and booting: it is %s/%s, want active/running", sdWatch, st, sub)
+	}
+	for _, u := range []string{sdPath, sdService} {
+		if !neverStarted(u) {
+			t.Fatalf("after switching to %s and booting: %s started (%s)", sdWatch, u, h.show(u, "ActiveState"))
+		}
+	}
+	built("a trigger built by concierge.service", 2)
+	if h.starts() != starts || !neverStarted(sdService) || !neverStarted(sdPath) {
+		t.Fatalf("the pair ran under concierge.service: %d starts (was %d), %s %s", h.starts(), starts,
+			h.show(sdPath, "ActiveState"), h.show(sdService, "ActiveState"))
+	}
+
+	switchTo(toPair)
+	pairBoot("back to the pair", 3)
+}

@@ -69,13 +69,33 @@ func Start(t testing.TB) *Manager {
 	if err := os.MkdirAll(m.UnitDir(), 0o755); err != nil {
 		t.Fatalf("create unit dir: %v", err)
 	}
-	logFile, err := os.Create(m.logPath)
+	t.Cleanup(m.stop)
+	m.launch()
+	return m
+}
+
+// Reboot stops the manager (it stops its units) and starts a fresh one on
+// the same unit configuration and runtime dir, as a host boots: the new
+// manager starts default.target, so what is enabled starts and nothing
+// else does.
+func (m *Manager) Reboot() {
+	m.t.Helper()
+	m.stop()
+	m.launch()
+}
+
+// launch starts systemd --user and waits until it is running (or
+// degraded), at most 20 seconds.
+func (m *Manager) launch() {
+	t := m.t
+	t.Helper()
+	logFile, err := os.OpenFile(m.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatalf("create manager log: %v", err)
 	}
 	defer logFile.Close()
 	cmd := exec.Command(Binary, "--user")
-	cmd.Env = append(m.Env(), "PATH="+os.Getenv("PATH"), "HOME="+filepath.Dir(configHome))
+	cmd.Env = append(m.Env(), "PATH="+os.Getenv("PATH"), "HOME="+filepath.Dir(m.configHome))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -84,7 +104,6 @@ func Start(t testing.TB) *Manager {
 	m.cmd = cmd
 	m.done = make(chan error, 1)
 	go func() { m.done <- cmd.Wait() }()
-	t.Cleanup(m.stop)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		out, _ := m.Systemctl("is-system-running")
@@ -103,7 +122,6 @@ func Start(t testing.TB) *Manager {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return m
 }
 
 func (m *Manager) managerLog() string {
@@ -117,6 +135,7 @@ func (m *Manager) stop() {
 	if m.cmd == nil || m.cmd.Process == nil {
 		return
 	}
+	defer func() { m.cmd = nil }()
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-m.done:

@@ -54,3 +54,28 @@ func TestManagersDoNotShareUnits(t *testing.T) {
 func TestRequireJournal(t *testing.T) {
 	RequireJournal(t)
 }
+
+func TestRebootStartsWhatIsEnabled(t *testing.T) {
+	m := Start(t)
+	unit := "[Service]\nExecStart=/bin/sleep 300\n\n[Install]\nWantedBy=default.target\n"
+	m.InstallUnit("enabled.service", unit)
+	m.InstallUnit("disabled.service", unit)
+	if out, err := m.Systemctl("enable", "--now", "enabled.service"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := m.Systemctl("start", "disabled.service"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	before := m.MainPID("enabled.service")
+	m.Reboot()
+	deadline := time.Now().Add(10 * time.Second)
+	for pid := m.MainPID("enabled.service"); pid == 0 || pid == before; pid = m.MainPID("enabled.service") {
+		if time.Now().After(deadline) {
+			t.Fatalf("enabled.service not started by the reboot (MainPID %d, before %d)", pid, before)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out, _ := m.Systemctl("is-active", "disabled.service"); strings.TrimSpace(out) != "inactive" {
+		t.Fatalf("disabled.service after reboot: %q, want inactive", out)
+	}
+}
