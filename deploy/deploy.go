@@ -40,6 +40,12 @@ type Config struct {
 	// longest wait between two probes within it.
 	HealthTimeout  time.Duration
 	HealthInterval time.Duration
+	// RequestTimeout bounds each health request (at most a third of
+	// HealthTimeout is used): a request that runs out of it is a hang.
+	RequestTimeout time.Duration
+	// FrontendPaths, when set, are the paths the frontend check asks
+	// for instead of "/" and one file of the release (FrontendProbes).
+	FrontendPaths []string
 	// Keep is how many previous releases are kept.
 	Keep int
 	// StepTimeout bounds each systemctl or pm2 child.
@@ -62,6 +68,7 @@ func DefaultConfig() Config {
 		PM2:            []string{"pm2"},
 		HealthTimeout:  30 * time.Second,
 		HealthInterval: 100 * time.Millisecond,
+		RequestTimeout: 5 * time.Second,
 		Keep:           3,
 		StepTimeout:    15 * time.Minute,
 		Log:            zerolog.Nop(),
@@ -93,6 +100,9 @@ func New(cfg Config) *Deployer {
 	}
 	if cfg.HealthInterval <= 0 {
 		cfg.HealthInterval = def.HealthInterval
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = def.RequestTimeout
 	}
 	if cfg.Keep <= 0 {
 		cfg.Keep = def.Keep

@@ -116,10 +116,10 @@ func startRealHost(t *testing.T) *realHost {
 
 func (r *realHost) answer(t *testing.T, backend, frontend string) {
 	t.Helper()
-	if err := r.d.CheckBackend(context.Background(), r.ports.Go, []string{"default"}); err != nil {
+	if _, err := r.d.CheckBackend(context.Background(), r.p, r.ports.Go, []string{"default"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.d.CheckFrontend(context.Background(), r.ports.Astro); err != nil {
+	if _, err := r.d.CheckFrontend(context.Background(), r.p, r.ports.Astro, nil); err != nil {
 		t.Fatal(err)
 	}
 	answers(t, loopbackURL(r.ports.Go, "/api/v1/version"), backend)
@@ -203,7 +203,7 @@ func TestRealSwapRollbackRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	quick := New(Config{Systemctl: []string{"systemctl", "--user"}, Env: r.d.cfg.Env, HealthTimeout: 2 * time.Second, HealthInterval: 100 * time.Millisecond})
-	if err := quick.CheckBackend(ctx, r.ports.Go, []string{"default", "acme"}); err == nil || !strings.Contains(err.Error(), "status 503") {
+	if _, err := quick.CheckBackend(ctx, r.p, r.ports.Go, []string{"default", "acme"}, nil); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("unhealthy v3 passed its check: %v", err)
 	}
 	rel, err := r.d.Rollback(ctx, r.p, "job-build-v3")

@@ -202,21 +202,6 @@ func TestPruneList(t *testing.T) {
 	}
 }
 
-func TestHealthVerdicts(t *testing.T) {
-	tests := []struct {
-		status         int
-		backend, astro bool
-	}{
-		{200, true, true}, {204, true, true}, {302, false, true}, {404, false, true},
-		{500, false, false}, {503, false, false}, {0, false, false},
-	}
-	for _, tc := range tests {
-		if BackendOK(tc.status) != tc.backend || FrontendOK(tc.status) != tc.astro {
-			t.Errorf("status %d: backend %t astro %t, want %t %t", tc.status, BackendOK(tc.status), FrontendOK(tc.status), tc.backend, tc.astro)
-		}
-	}
-}
-
 func TestStartLimited(t *testing.T) {
 	tests := []struct {
 		msg  string

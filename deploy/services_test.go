@@ -2,10 +2,12 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -81,6 +83,25 @@ func portOf(t *testing.T, srv *httptest.Server) int {
 	return p
 }
 
+// selfPID is a Run that answers `systemctl show -p MainPID` with this
+// process, which serves the test backends.
+func selfPID(ctx context.Context, dir, name string, args, env []string, timeout time.Duration, out io.Writer) error {
+	if len(args) > 0 && slices.Contains(args, "show") {
+		fmt.Fprintln(out, os.Getpid())
+		return nil
+	}
+	return fmt.Errorf("unexpected %s %v", name, args)
+}
+
+func testPaths(t *testing.T) Paths {
+	t.Helper()
+	p, err := PathsFor(t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestCheckBackend(t *testing.T) {
 	var calls atomic.Int32
 	var tenants seen
@@ -89,23 +110,25 @@ func TestCheckBackend(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
-		tenants.add(r.Header.Get("X-Tenant-ID"))
+		tenant := r.Header.Get("X-Tenant-ID")
+		tenants.add(tenant)
 		// Unhealthy for the first three calls, as a backend starting up.
 		if calls.Add(1) <= 3 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte(`{"healthy":true}`))
+		fmt.Fprintf(w, `{"healthy":true,"tenantId":%q}`, tenant)
 	}))
 	defer srv.Close()
-	d := New(Config{HealthTimeout: 10 * time.Second, HealthInterval: 10 * time.Millisecond})
-	if err := d.CheckBackend(context.Background(), portOf(t, srv), []string{"default", "acme"}); err != nil {
-		t.Fatal(err)
+	d := New(Config{HealthTimeout: 10 * time.Second, HealthInterval: 10 * time.Millisecond, Run: selfPID})
+	p := testPaths(t)
+	if res, err := d.CheckBackend(context.Background(), p, portOf(t, srv), []string{"default", "acme"}, nil); err != nil || len(res.Warnings)+len(res.Notes) != 0 {
+		t.Fatal(res, err)
 	}
 	if !tenants.has("default") || !tenants.has("acme") {
 		t.Fatalf("tenants asked: %v", tenants.list())
 	}
-	if err := d.CheckBackend(context.Background(), portOf(t, srv), nil); err != nil {
+	if _, err := d.CheckBackend(context.Background(), p, portOf(t, srv), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -115,12 +138,13 @@ func TestCheckUnhealthyTimesOut(t *testing.T) {
 		w.WriteHeader(http.StatusInternalServerError)
 	}))
 	defer srv.Close()
-	d := New(Config{HealthTimeout: 200 * time.Millisecond, HealthInterval: 10 * time.Millisecond})
-	err := d.CheckBackend(context.Background(), portOf(t, srv), []string{"default"})
+	d := New(Config{HealthTimeout: 200 * time.Millisecond, HealthInterval: 10 * time.Millisecond, Run: selfPID})
+	p := testPaths(t)
+	_, err := d.CheckBackend(context.Background(), p, portOf(t, srv), []string{"default"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "status 500") {
 		t.Fatalf("backend err = %v", err)
 	}
-	err = d.CheckFrontend(context.Background(), portOf(t, srv))
+	_, err = d.CheckFrontend(context.Background(), p, portOf(t, srv), nil)
 	if err == nil || !strings.Contains(err.Error(), "status 500") {
 		t.Fatalf("frontend err = %v", err)
 	}
@@ -131,8 +155,8 @@ func TestCheckUnhealthyTimesOut(t *testing.T) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	if err := d.CheckFrontend(context.Background(), port); err == nil {
-		t.Fatal("frontend on a closed port is healthy")
+	if _, err := d.CheckFrontend(context.Background(), p, port, nil); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("frontend on a closed port: %v", err)
 	}
 }
 
@@ -140,7 +164,7 @@ func TestCheckFrontendAcceptsNotFound(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	defer srv.Close()
 	d := New(Config{HealthTimeout: 2 * time.Second, HealthInterval: 10 * time.Millisecond})
-	if err := d.CheckFrontend(context.Background(), portOf(t, srv)); err != nil {
+	if _, err := d.CheckFrontend(context.Background(), testPaths(t), portOf(t, srv), nil); err != nil {
 		t.Fatal(err)
 	}
 }

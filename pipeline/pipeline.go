@@ -47,8 +47,10 @@ type Deployer interface {
 	MarkVerified(p deploy.Paths) error
 	RestartBackend(ctx context.Context, p deploy.Paths, out io.Writer) error
 	ReloadFrontend(ctx context.Context, p deploy.Paths, out io.Writer) error
-	CheckBackend(ctx context.Context, port int, tenants []string) error
-	CheckFrontend(ctx context.Context, port int) error
+	ProbeBackend(ctx context.Context, port int, tenants []string) []deploy.Observation
+	ProbeFrontend(ctx context.Context, p deploy.Paths, port int) []deploy.Observation
+	CheckBackend(ctx context.Context, p deploy.Paths, port int, tenants []string, before []deploy.Observation) (deploy.CheckResult, error)
+	CheckFrontend(ctx context.Context, p deploy.Paths, port int, before []deploy.Observation) (deploy.CheckResult, error)
 }
 
 var (
@@ -95,6 +97,7 @@ func (pl *Pipeline) Execute(ctx context.Context, job queue.Job, s runner.Session
 	case queue.CommandBuild:
 		return t.build(ctx)
 	case queue.CommandRestart:
+		t.probeBefore(ctx)
 		return t.restartAndCheck(ctx, "")
 	case queue.CommandRollback:
 		return t.rollback(ctx)
@@ -111,6 +114,9 @@ type target struct {
 	job      queue.Job
 	ports    deploy.Ports
 	hasPorts bool
+	// What the services answered before this job restarted them: the
+	// checks after the restart are judged against it.
+	beforeBack, beforeFront []deploy.Observation
 }
 
 func (t *target) recover(ctx context.Context) error {
@@ -165,6 +171,7 @@ func (t *target) build(ctx context.Context) error {
 	if msg, ok := PullWarning(front); ok {
 		t.s.Warn(msg)
 	}
+	t.probeBefore(ctx)
 
 	// What is live now, as the pulls saw it: on a host without releases
 	// yet, the release that Prepare keeps for rollback.
@@ -389,8 +396,10 @@ func (t *target) backend(ctx context.Context, restart, health string) error {
 		return nil
 	}
 	return t.s.Step(ctx, health, func(ctx context.Context, out io.Writer) error {
-		fmt.Fprintf(out, "GET http://127.0.0.1:%d/api/v1/health for tenants %v\n", t.ports.Go, t.tenants())
-		return d.CheckBackend(ctx, t.ports.Go, t.tenants())
+		fmt.Fprintf(out, "GET http://127.0.0.1:%d/api/v1/health for tenants %v, judged against before the restart\n", t.ports.Go, t.tenants())
+		res, err := d.CheckBackend(ctx, t.p, t.ports.Go, t.tenants(), t.beforeBack)
+		t.report(out, res)
+		return err
 	})
 }
 
@@ -405,8 +414,10 @@ func (t *target) frontend(ctx context.Context, reload, health string) error {
 		return nil
 	}
 	return t.s.Step(ctx, health, func(ctx context.Context, out io.Writer) error {
-		fmt.Fprintf(out, "GET http://127.0.0.1:%d/\n", t.ports.Astro)
-		return d.CheckFrontend(ctx, t.ports.Astro)
+		fmt.Fprintf(out, "frontend on port %d, judged against before the reload\n", t.ports.Astro)
+		res, err := d.CheckFrontend(ctx, t.p, t.ports.Astro, t.beforeFront)
+		t.report(out, res)
+		return err
 	})
 }
 
@@ -458,6 +469,7 @@ func (t *target) rollback(ctx context.Context) error {
 	if err := t.recover(ctx); err != nil {
 		return err
 	}
+	t.probeBefore(ctx)
 	rel, err := t.rollbackStep(ctx)
 	if err != nil {
 		return err

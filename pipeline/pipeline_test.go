@@ -172,6 +172,10 @@ func newHost(t *testing.T, withPorts bool) *host {
 			if strings.Contains(string(b), "bad") {
 				w.WriteHeader(http.StatusServiceUnavailable)
 			}
+			if tenant := r.Header.Get("X-Tenant-ID"); tenant != "" { // the backend
+				fmt.Fprintf(w, `{"healthy":%t,"tenantId":%q,"version":%q}`, !strings.Contains(string(b), "bad"), tenant, b)
+				return
+			}
 			fmt.Fprintln(w, string(b))
 		}
 	}
@@ -186,6 +190,10 @@ func newHost(t *testing.T, withPorts bool) *host {
 		HealthTimeout:  300 * time.Millisecond,
 		HealthInterval: 10 * time.Millisecond,
 		Run: func(ctx context.Context, dir, name string, args, env []string, timeout time.Duration, out io.Writer) error {
+			if slices.Contains(args, "show") { // MainPID: this process serves the backend
+				fmt.Fprintln(out, os.Getpid())
+				return nil
+			}
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			h.ran = append(h.ran, name+" "+strings.Join(args, " "))
@@ -572,11 +580,11 @@ func TestPlan(t *testing.T) {
 		wantErr bool
 	}{
 		{name: "build main", job: queue.Job{Target: "main", Command: "build"},
-			want: "pull-backend,pull-frontend,build-backend,build-frontend,whitelist,swap,restart-backend,health-backend,reload-frontend,health-frontend"},
+			want: "pull-backend,pull-frontend,probe-before,build-backend,build-frontend,whitelist,swap,restart-backend,health-backend,reload-frontend,health-frontend"},
 		{name: "restart site", job: queue.Job{Target: "dedicated:acme", Command: "restart"},
-			want: "restart-backend,health-backend,reload-frontend,health-frontend"},
+			want: "probe-before,restart-backend,health-backend,reload-frontend,health-frontend"},
 		{name: "rollback", job: queue.Job{Target: "main", Command: "rollback"},
-			want: "rollback,restart-backend,health-backend,reload-frontend,health-frontend"},
+			want: "probe-before,rollback,restart-backend,health-backend,reload-frontend,health-frontend"},
 		{name: "bad site", job: queue.Job{Target: "dedicated:../x", Command: "build"}, wantErr: true},
 		{name: "bad target", job: queue.Job{Target: "prod", Command: "build"}, wantErr: true},
 		{name: "bad command", job: queue.Job{Target: "main", Command: "deploy"}, wantErr: true},

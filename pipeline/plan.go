@@ -9,12 +9,15 @@ import (
 
 // Step names, as recorded on the job.
 const (
-	StepPullBackend    = "pull-backend"
-	StepPullFrontend   = "pull-frontend"
-	StepBuildBackend   = "build-backend"
-	StepBuildFrontend  = "build-frontend"
-	StepWhitelist      = "whitelist"
-	StepSwap           = "swap"
+	StepPullBackend   = "pull-backend"
+	StepPullFrontend  = "pull-frontend"
+	StepBuildBackend  = "build-backend"
+	StepBuildFrontend = "build-frontend"
+	StepWhitelist     = "whitelist"
+	StepSwap          = "swap"
+	// StepProbeBefore records what the services answer before the job
+	// restarts them; the health checks are judged against it.
+	StepProbeBefore    = "probe-before"
 	StepRestartBackend = "restart-backend"
 	StepHealthBackend  = "health-backend"
 	StepReloadFrontend = "reload-frontend"
@@ -45,14 +48,24 @@ func PlanSteps(job queue.Job, f Facts) []string {
 	var steps []string
 	switch job.Command {
 	case queue.CommandBuild:
-		steps = []string{StepPullBackend, StepPullFrontend, StepBuildBackend, StepBuildFrontend}
+		steps = []string{StepPullBackend, StepPullFrontend}
+		if f.Ports {
+			steps = append(steps, StepProbeBefore)
+		}
+		steps = append(steps, StepBuildBackend, StepBuildFrontend)
 		if f.Whitelist {
 			steps = append(steps, StepWhitelist)
 		}
 		steps = append(steps, StepSwap)
 	case queue.CommandRollback:
-		steps = []string{StepRollback}
+		if f.Ports {
+			steps = append(steps, StepProbeBefore)
+		}
+		steps = append(steps, StepRollback)
 	case queue.CommandRestart:
+		if f.Ports {
+			steps = append(steps, StepProbeBefore)
+		}
 	default:
 		return nil
 	}

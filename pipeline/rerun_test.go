@@ -44,14 +44,14 @@ func (r *recDeployer) Rollback(ctx context.Context, p deploy.Paths, jobID string
 	return r.Deployer.Rollback(ctx, p, jobID)
 }
 
-func (r *recDeployer) CheckBackend(ctx context.Context, port int, tenants []string) error {
+func (r *recDeployer) CheckBackend(ctx context.Context, p deploy.Paths, port int, tenants []string, before []deploy.Observation) (deploy.CheckResult, error) {
 	r.record("check-backend")
-	return r.Deployer.CheckBackend(ctx, port, tenants)
+	return r.Deployer.CheckBackend(ctx, p, port, tenants, before)
 }
 
-func (r *recDeployer) CheckFrontend(ctx context.Context, port int) error {
+func (r *recDeployer) CheckFrontend(ctx context.Context, p deploy.Paths, port int, before []deploy.Observation) (deploy.CheckResult, error) {
 	r.record("check-frontend")
-	return r.Deployer.CheckFrontend(ctx, port)
+	return r.Deployer.CheckFrontend(ctx, p, port, before)
 }
 
 func (r *recDeployer) MarkVerified(p deploy.Paths) error {
