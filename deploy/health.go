@@ -349,9 +349,10 @@ func ClientFile(dir string) (string, bool) {
 // FrontendDescription says, for people, what FrontendProbes asks for.
 func (d *Deployer) FrontendDescription() string {
 	if len(d.cfg.FrontendPaths) > 0 {
-		return "GET " + strings.Join(d.cfg.FrontendPaths, ", ") + " (CONCIERGE_FRONTEND_HEALTH_PATHS)"
+		return "the paths of CONCIERGE_FRONTEND_HEALTH_PATHS, each a page: an answer below 500 that is not a redirect to /maint"
 	}
-	return "GET / and one file of the release's dist/client (the first under _astro/), chosen when the release is live"
+	return "the page / (an answer below 500 that is not a redirect to /maint) and one file of the live release's dist/client, " +
+		"the first under _astro/ (a 2xx); each release's own file is asked for once it is live"
 }
 
 func (d *Deployer) observeFrontend(ctx context.Context, c *http.Client, port int, probes []FrontendProbe) ([]Observation, bool) {

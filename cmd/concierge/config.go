@@ -4,10 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Config is everything concierge is told by flags and CONCIERGE_*
@@ -22,11 +24,17 @@ type Config struct {
 	FrontendUpdate string        // CONCIERGE_FRONTEND_UPDATE (set but empty: off)
 	StepTimeout    time.Duration // CONCIERGE_STEP_TIMEOUT
 	HealthTimeout  time.Duration // CONCIERGE_HEALTH_TIMEOUT
-	KeepReleases   int           // CONCIERGE_KEEP_RELEASES
-	KeepJobs       int           // CONCIERGE_KEEP_JOBS
-	Systemctl      []string      // CONCIERGE_SYSTEMCTL, e.g. "sudo systemctl" or "systemctl --user"
-	PM2            []string      // CONCIERGE_PM2
-	SyslogID       string        // CONCIERGE_SYSLOG_IDENTIFIER
+	// HealthRequestTimeout bounds one health request (a hang):
+	// CONCIERGE_HEALTH_REQUEST_TIMEOUT.
+	HealthRequestTimeout time.Duration
+	// FrontendHealthPaths replace what the frontend check asks for:
+	// CONCIERGE_FRONTEND_HEALTH_PATHS (comma or space separated).
+	FrontendHealthPaths []string
+	KeepReleases        int      // CONCIERGE_KEEP_RELEASES
+	KeepJobs            int      // CONCIERGE_KEEP_JOBS
+	Systemctl           []string // CONCIERGE_SYSTEMCTL, e.g. "sudo systemctl" or "systemctl --user"
+	PM2                 []string // CONCIERGE_PM2
+	SyslogID            string   // CONCIERGE_SYSLOG_IDENTIFIER
 
 	// Env is concierge's own environment, handed to children.
 	Env []string
@@ -35,17 +43,18 @@ type Config struct {
 // DefaultConfig is the configuration of a stock TractStack host.
 func DefaultConfig() Config {
 	return Config{
-		Home:           "/home/t8k",
-		LogFormat:      "auto",
-		LogLevel:       "info",
-		FrontendUpdate: "astro-tractstack",
-		StepTimeout:    15 * time.Minute,
-		HealthTimeout:  30 * time.Second,
-		KeepReleases:   3,
-		KeepJobs:       200,
-		Systemctl:      []string{"systemctl"},
-		PM2:            []string{"pm2"},
-		SyslogID:       "t8k-concierge",
+		Home:                 "/home/t8k",
+		LogFormat:            "auto",
+		LogLevel:             "info",
+		FrontendUpdate:       "astro-tractstack",
+		StepTimeout:          15 * time.Minute,
+		HealthTimeout:        30 * time.Second,
+		HealthRequestTimeout: 5 * time.Second,
+		KeepReleases:         3,
+		KeepJobs:             200,
+		Systemctl:            []string{"systemctl"},
+		PM2:                  []string{"pm2"},
+		SyslogID:             "t8k-concierge",
 	}
 }
 
@@ -95,7 +104,16 @@ func (c *Config) applyEnv(env map[string]string) error {
 			*p = v
 		}
 	}
-	for k, p := range map[string]*time.Duration{"CONCIERGE_STEP_TIMEOUT": &c.StepTimeout, "CONCIERGE_HEALTH_TIMEOUT": &c.HealthTimeout} {
+	if v := strings.FieldsFunc(env["CONCIERGE_FRONTEND_HEALTH_PATHS"], func(r rune) bool { return r == ',' || unicode.IsSpace(r) }); len(v) > 0 {
+		for _, path := range v {
+			if u, err := url.Parse(path); err != nil || !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") || u.Fragment != "" {
+				return usageErr("CONCIERGE_FRONTEND_HEALTH_PATHS: %q is not a path starting with / (for example /,/robots.txt)", path)
+			}
+		}
+		c.FrontendHealthPaths = v
+	}
+	for k, p := range map[string]*time.Duration{"CONCIERGE_STEP_TIMEOUT": &c.StepTimeout, "CONCIERGE_HEALTH_TIMEOUT": &c.HealthTimeout,
+		"CONCIERGE_HEALTH_REQUEST_TIMEOUT": &c.HealthRequestTimeout} {
 		if v := env[k]; v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil {
@@ -152,8 +170,8 @@ func (c *Config) Validate() error {
 	default:
 		return usageErr("--log-level %q: use debug, info, warn or error", c.LogLevel)
 	}
-	if c.StepTimeout <= 0 || c.HealthTimeout <= 0 {
-		return usageErr("CONCIERGE_STEP_TIMEOUT and CONCIERGE_HEALTH_TIMEOUT must be positive")
+	if c.StepTimeout <= 0 || c.HealthTimeout <= 0 || c.HealthRequestTimeout <= 0 {
+		return usageErr("CONCIERGE_STEP_TIMEOUT, CONCIERGE_HEALTH_TIMEOUT and CONCIERGE_HEALTH_REQUEST_TIMEOUT must be positive")
 	}
 	if c.KeepReleases < 1 {
 		return usageErr("CONCIERGE_KEEP_RELEASES must be at least 1 (rollback needs one previous release)")

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -90,13 +91,22 @@ func (s *supervisor) handle(conn net.Conn) {
 }
 
 // control maps "systemctl restart tractstack-go.service" and "pm2 reload
-// astro-main" to restarting the named service. Pure routing; the restart
+// astro-main" to restarting the named service, and "systemctl show -p
+// MainPID --value tractstack-go.service" to its pid. Pure routing; the restart
 // is the side effect.
 func (s *supervisor) control(args []string) (string, error) {
 	if len(args) < 3 {
 		return "", fmt.Errorf("unsupported: %s", strings.Join(args, " "))
 	}
 	tool, verb, name := args[0], args[1], strings.TrimSuffix(args[len(args)-1], ".service")
+	if tool == "systemctl" && verb == "show" { // -p MainPID --value: the health check's owner test
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if cmd := s.running[name]; cmd != nil {
+			return strconv.Itoa(cmd.Process.Pid), nil
+		}
+		return "0", nil
+	}
 	switch {
 	case tool == "systemctl" && (verb == "restart" || verb == "reset-failed"):
 	case tool == "pm2" && (verb == "reload" || verb == "restart"):

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -28,6 +30,7 @@ func newPipeline(cfg *Config, log zerolog.Logger) (runner.Executor, recoverFunc,
 	})
 	d := deploy.New(deploy.Config{
 		Systemctl: cfg.Systemctl, PM2: cfg.PM2, HealthTimeout: cfg.HealthTimeout, Keep: cfg.KeepReleases,
+		RequestTimeout: cfg.HealthRequestTimeout, FrontendPaths: cfg.FrontendHealthPaths,
 		StepTimeout: cfg.StepTimeout, Env: env, Log: log.With().Str("component", "deploy").Logger(),
 	})
 	pl := pipeline.New(pipeline.Config{Home: cfg.Home, Builder: b, Deployer: d,
@@ -55,4 +58,35 @@ func planSteps(cfg *Config, job queue.Job) ([]string, error) {
 		facts.Ports = true
 	}
 	return pipeline.PlanSteps(job, facts), nil
+}
+
+// planProbes says what the health checks of job ask for on this host:
+// the backend's health per tenant and the frontend's paths, each judged
+// against the same probes made before the restart.
+func planProbes(cfg *Config, job queue.Job) []string {
+	p, err := deploy.PathsFor(cfg.Home, queue.Site(job.Target))
+	if err != nil {
+		return nil
+	}
+	ports, ok, err := deploy.ReadPorts(p)
+	if err != nil || !ok {
+		return []string{fmt.Sprintf("no health checks: no line for %s in %s", p.PortsKey, p.PortsFile)}
+	}
+	tenants := job.Tenants
+	if len(tenants) == 0 {
+		tenants = []string{"default"}
+	}
+	d := deploy.New(deploy.Config{RequestTimeout: cfg.HealthRequestTimeout, HealthTimeout: cfg.HealthTimeout, FrontendPaths: cfg.FrontendHealthPaths})
+	var front []string
+	for _, pr := range d.FrontendProbes(p) {
+		front = append(front, pr.Path)
+	}
+	out := []string{
+		fmt.Sprintf("health-backend: GET http://127.0.0.1:%d/api/v1/health with X-Tenant-ID %s: healthy is 2xx with \"healthy\":true and that tenantId, answered by %s's main process",
+			ports.Go, strings.Join(tenants, ", "), p.Unit),
+		fmt.Sprintf("health-frontend: GET http://127.0.0.1:%d %s: %s", ports.Astro, strings.Join(front, " "), d.FrontendDescription()),
+		fmt.Sprintf("probe-before asks the same before the restart; the checks are judged against it (within %s, each request within %s)",
+			cfg.HealthTimeout, min(cfg.HealthRequestTimeout, cfg.HealthTimeout/3)),
+	}
+	return out
 }

@@ -48,6 +48,9 @@ func planCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 		for n, s := range steps {
 			fmt.Fprintf(a.Stdout, "  %d. %s\n", n+1, s)
 		}
+		for _, l := range planProbes(cfg, j) {
+			fmt.Fprintf(a.Stdout, "  %s\n", l)
+		}
 	}
 	return nil
 }

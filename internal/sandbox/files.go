@@ -6,21 +6,94 @@ import (
 )
 
 // backendFiles is a stand-in for tractstack-go: one module with
-// cmd/tractstack-go that serves GET /api/v1/health and reports its version,
-// and the templates directory the whitelist script reads.
+// cmd/tractstack-go that serves GET /api/v1/health with the real backend's
+// bodies and reports its version, and the templates directory the
+// whitelist script reads. Its tenants are all active unless the file named
+// by SANDBOX_TENANTS_FILE (in the unit's environment) says otherwise (see
+// WriteTenants); a backend built unhealthy answers 503 for every tenant. On
+// a busy port it runs on without listening, as the real one does.
 func backendFiles(version string, healthy bool) map[string]string {
 	return map[string]string{
 		"go.mod": "module tractstack-go\n\ngo 1.22\n",
 		"cmd/tractstack-go/main.go": `package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 )
+
+// tenants reads the file named by SANDBOX_TENANTS_FILE, when set and
+// present: a line "single" or "multi" (the backend's mode), then lines
+// "tenant=active|inactive|reserved". ok is false without one.
+func tenants() (mode string, states map[string]string, ok bool) {
+	name := os.Getenv("SANDBOX_TENANTS_FILE")
+	if name == "" {
+		return "", nil, false
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return "", nil, false
+	}
+	defer f.Close()
+	states = map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if k, v, found := strings.Cut(line, "="); found {
+			states[k] = v
+		} else if line != "" {
+			mode = line
+		}
+	}
+	return mode, states, true
+}
+
+// health answers as the TractStack backend's GET /api/v1/health does.
+func health(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	tenant := r.Header.Get("X-Tenant-ID")
+	if tenant == "" {
+		tenant = "default"
+	}
+	reply := func(status int, body map[string]any) {
+		body["version"] = Version
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(body)
+	}
+	unavailable := map[string]any{"status": "error", "healthy": false, "error": "tenant not available"}
+	if !Healthy {
+		reply(http.StatusServiceUnavailable, unavailable)
+		return
+	}
+	mode, states, ok := tenants()
+	if !ok {
+		// No tenant registry configured: every tenant asked is active.
+		reply(http.StatusOK, map[string]any{"status": "ok", "healthy": true, "tenantId": tenant})
+		return
+	}
+	if mode == "single" {
+		tenant = "default" // a single-tenant backend answers for its default tenant
+	}
+	state, known := states[tenant]
+	switch {
+	case !known:
+		reply(http.StatusNotFound, map[string]any{"error": "tenant not found"})
+	case state == "active":
+		reply(http.StatusOK, map[string]any{"status": "ok", "healthy": true, "tenantId": tenant})
+	case state == "inactive" && tenant == "default":
+		reply(http.StatusOK, map[string]any{"needsSetup": true})
+	default:
+		reply(http.StatusServiceUnavailable, unavailable)
+	}
+}
 
 func main() {
 	port := flag.String("port", os.Getenv("PORT"), "port to listen on (127.0.0.1)")
@@ -34,24 +107,19 @@ func main() {
 		*port = "10000"
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/api/v1/health", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if !Healthy {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		json.NewEncoder(w).Encode(map[string]any{
-			"healthy": Healthy,
-			"version": Version,
-			"tenant":  r.Header.Get("X-Tenant-ID"),
-		})
-	})
+	mux.HandleFunc("/api/v1/health", health)
 	mux.HandleFunc("/api/v1/version", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, Version)
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:"+*port)
 	if err != nil {
+		// As the real backend: a busy port is logged, and the process
+		// runs on without listening.
 		fmt.Fprintln(os.Stderr, "listen:", err)
-		os.Exit(1)
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+		<-stop
+		return
 	}
 	fmt.Println("tractstack-go", Version, "listening on", ln.Addr())
 	if err := http.Serve(ln, mux); err != nil {
@@ -79,7 +147,13 @@ func versionGo(version string, healthy bool) string {
 // "greeting", a local dependency at the absolute path greeting that pnpm
 // installs without a
 // registry (see greetingFiles), so a server that cannot resolve its
-// node_modules/ does not start.
+// node_modules/ does not start. It also serves the files of dist/client at
+// their own paths, as Astro's node adapter does (the build writes one
+// under _astro/). src/mode.txt, when present, changes how it answers its
+// pages, as a real TractStack frontend can: "hang" never answers them (a
+// catch-all route whose module throws as it loads), "maint" redirects them
+// to /maint (the backend is not answering the frontend); files still
+// answer.
 func frontendFiles(version, greeting string) map[string]string {
 	return map[string]string{
 		"package.json": `{
@@ -103,7 +177,8 @@ if (fs.existsSync("src/build-delay-ms")) {
   delay = parseInt(fs.readFileSync("src/build-delay-ms", "utf8"), 10) || 0;
 }
 const version = fs.readFileSync("src/version.txt", "utf8").trim();
-console.log("building frontend " + version);
+const mode = fs.existsSync("src/mode.txt") ? fs.readFileSync("src/mode.txt", "utf8").trim() : "";
+console.log("building frontend " + version + (mode ? " (" + mode + ")" : ""));
 // As Astro does: the output directory is emptied when the build starts.
 fs.rmSync("dist", { recursive: true, force: true });
 setTimeout(() => {
@@ -112,7 +187,8 @@ setTimeout(() => {
     process.exit(1);
   }
   fs.mkdirSync("dist/server/pages", { recursive: true });
-  fs.mkdirSync("dist/client", { recursive: true });
+  fs.mkdirSync("dist/client/_astro", { recursive: true });
+  fs.writeFileSync("dist/client/_astro/page." + version.replace(/[^A-Za-z0-9]/g, "") + ".css", "p{margin:0}\n");
   if (fs.existsSync("public")) {
     fs.cpSync("public", "dist/client", { recursive: true });
   }
@@ -124,10 +200,33 @@ setTimeout(() => {
 import fs from "node:fs";
 import { greeting } from "greeting";
 const version = ${JSON.stringify(version)};
+const mode = ${JSON.stringify(mode)};
 const client = new URL("../client/", import.meta.url);
 const port = parseInt(process.env.PORT || "4321", 10);
 http.createServer(async (req, res) => {
   try {
+    const path = req.url.split("?")[0];
+    if (/^\\/[A-Za-z0-9._\\/-]+$/.test(path) && !path.includes("..")) {
+      const file = new URL("." + path, client);
+      if (fs.existsSync(file) && fs.statSync(file).isFile()) {
+        res.writeHead(200, { "content-type": "application/octet-stream" });
+        res.end(fs.readFileSync(file));
+        return;
+      }
+    }
+    if (mode === "hang" && !req.url.startsWith("/files/")) {
+      return; // no answer, ever
+    }
+    if (mode === "maint" && !req.url.startsWith("/files/")) {
+      if (path === "/maint") {
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.end("maintenance\\n");
+      } else {
+        res.writeHead(302, { location: "/maint?from=" + encodeURIComponent(path) });
+        res.end();
+      }
+      return;
+    }
     const page = /^\\/p\\/([1-5])$/.exec(req.url);
     if (page) {
       const mod = await import("./pages/page-" + page[1] + ".mjs");

@@ -262,7 +262,38 @@ func BackendBroken() Change {
 // FrontendVersion is a change that makes the frontend serve version.
 func FrontendVersion(version string) Change {
 	return Change{Files: map[string]string{"src/version.txt": version + "\n"},
-		Remove: []string{"src/broken"}, Message: "frontend " + version}
+		Remove: []string{"src/broken", "src/mode.txt"}, Message: "frontend " + version}
+}
+
+// FrontendMode is a change that makes the frontend serve version and
+// answer its pages as mode says: "hang" (no answer; its files still
+// answer) or "maint" (a redirect to /maint).
+func FrontendMode(version, mode string) Change {
+	return Change{Files: map[string]string{"src/version.txt": version + "\n", "src/mode.txt": mode + "\n"},
+		Remove: []string{"src/broken"}, Message: "frontend " + version + " " + mode}
+}
+
+// WriteTenants writes the tenant registry the backend stand-in reads
+// from the file its unit names in SANDBOX_TENANTS_FILE: mode "single" or
+// "multi", and each tenant's status ("active", "inactive", "reserved").
+// As the real backend: an active tenant is healthy; the inactive default
+// tenant needs setup; another inactive or a reserved tenant is not
+// available (503); a tenant not listed is unknown (404); a single-tenant
+// backend answers every name for its default tenant.
+func WriteTenants(path, mode string, states map[string]string) error {
+	var b strings.Builder
+	b.WriteString(mode + "\n")
+	for k, v := range states {
+		fmt.Fprintf(&b, "%s=%s\n", k, v)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write tenants: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write tenants: %w", err)
+	}
+	return nil
 }
 
 // FrontendBroken is a change whose build fails.
