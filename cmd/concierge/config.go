@@ -24,17 +24,18 @@ type Config struct {
 	FrontendUpdate string        // CONCIERGE_FRONTEND_UPDATE (set but empty: off)
 	StepTimeout    time.Duration // CONCIERGE_STEP_TIMEOUT
 	HealthTimeout  time.Duration // CONCIERGE_HEALTH_TIMEOUT
+	KeepReleases   int           // CONCIERGE_KEEP_RELEASES
+	KeepJobs       int           // CONCIERGE_KEEP_JOBS
+	Systemctl      []string      // CONCIERGE_SYSTEMCTL, e.g. "sudo systemctl" or "systemctl --user"
+	PM2            []string      // CONCIERGE_PM2
+	SyslogID       string        // CONCIERGE_SYSLOG_IDENTIFIER
+
 	// HealthRequestTimeout bounds one health request (a hang):
 	// CONCIERGE_HEALTH_REQUEST_TIMEOUT.
 	HealthRequestTimeout time.Duration
 	// FrontendHealthPaths replace what the frontend check asks for:
 	// CONCIERGE_FRONTEND_HEALTH_PATHS (comma or space separated).
 	FrontendHealthPaths []string
-	KeepReleases        int      // CONCIERGE_KEEP_RELEASES
-	KeepJobs            int      // CONCIERGE_KEEP_JOBS
-	Systemctl           []string // CONCIERGE_SYSTEMCTL, e.g. "sudo systemctl" or "systemctl --user"
-	PM2                 []string // CONCIERGE_PM2
-	SyslogID            string   // CONCIERGE_SYSLOG_IDENTIFIER
 
 	// Env is concierge's own environment, handed to children.
 	Env []string
@@ -43,18 +44,19 @@ type Config struct {
 // DefaultConfig is the configuration of a stock TractStack host.
 func DefaultConfig() Config {
 	return Config{
-		Home:                 "/home/t8k",
-		LogFormat:            "auto",
-		LogLevel:             "info",
-		FrontendUpdate:       "astro-tractstack",
-		StepTimeout:          15 * time.Minute,
-		HealthTimeout:        30 * time.Second,
+		Home:           "/home/t8k",
+		LogFormat:      "auto",
+		LogLevel:       "info",
+		FrontendUpdate: "astro-tractstack",
+		StepTimeout:    15 * time.Minute,
+		HealthTimeout:  30 * time.Second,
+		KeepReleases:   3,
+		KeepJobs:       200,
+		Systemctl:      []string{"systemctl"},
+		PM2:            []string{"pm2"},
+		SyslogID:       "t8k-concierge",
+
 		HealthRequestTimeout: 5 * time.Second,
-		KeepReleases:         3,
-		KeepJobs:             200,
-		Systemctl:            []string{"systemctl"},
-		PM2:                  []string{"pm2"},
-		SyslogID:             "t8k-concierge",
 	}
 }
 
