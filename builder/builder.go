@@ -50,7 +50,7 @@ func New(cfg Config) *Builder {
 
 // run runs one child with the builder's environment and step timeout.
 func (b *Builder) run(ctx context.Context, dir string, env []string, out io.Writer, name string, args ...string) error {
-	c := Command{Dir: dir, Name: name, Args: args, Env: env, Timeout: b.cfg.StepTimeout, Output: out}
+	c := Command{Dir: dir, Name: name, Args: args, Env: env, Timeout: b.cfg.StepTimeout, Output: out, Background: true}
 	start := time.Now()
 	b.log.Info().Str("dir", dir).Str("cmd", c.String()).Msgf("run %s in %s", c.String(), dir)
 	err := Run(ctx, c)
