@@ -3,7 +3,9 @@
 // beside its live binary, installs and builds the frontend with pnpm and
 // extracts the Tailwind whitelist. Every child runs with an explicit
 // environment, in its own process group, under a timeout that ends the
-// whole group. It knows nothing of services, queue files or systemd.
+// whole group, and below the live site (Command.Background: nice 10, idle
+// I/O, raised OOM score). It knows nothing of services, queue files or
+// systemd.
 package builder
 
 import (

@@ -34,11 +34,14 @@ const (
 )
 
 const (
-	// rssToUsed turns a recorded peak (the largest single child process,
-	// rusage maxrss) into an estimate of the memory the whole build uses:
-	// go build runs a compile per CPU beside the go command, pnpm runs
-	// node beside itself. See bench/RESULTS.md for the measured ratio.
-	rssToUsed = 2
+	// A recorded peak is the largest single child process (rusage
+	// maxrss), not what the whole build holds at once: go runs a compile
+	// per CPU beside the go command, pnpm runs node beside itself. A
+	// build's need is its peak times usedPerRSS (3/2). bench/RESULTS.md
+	// measured the sum at about 1.1 times the peak on 2 CPUs; more CPUs
+	// run more compiles at once, and running out is worse than building
+	// one after the other.
+	usedPerRSSNum, usedPerRSSDen = 3, 2
 	// spareFraction is kept free on top of both builds' needs: the live
 	// services grow under traffic, and the estimate is an estimate.
 	spareFraction = 4 // 1/4, 25 %
@@ -119,7 +122,7 @@ func PeaksFrom(jobs []*queue.Job, target string) Peaks {
 // the same time. In auto mode they do only when there are at least two
 // CPUs and MemAvailable covers both builds' estimated needs plus a
 // quarter: each build's need is its peak measured on this host (times
-// rssToUsed), or its cold figure when not measured yet. While one of the
+// 3/2), or its cold figure when not measured yet. While one of the
 // last historyJobs builds of the target ran out of memory, they run one
 // after the other.
 func DecideConcurrency(mode string, host Host, peaks Peaks) Decision {
@@ -154,10 +157,10 @@ func DecideConcurrency(mode string, host Host, peaks Peaks) Decision {
 }
 
 // need is a build's estimated memory need: its measured peak times
-// rssToUsed, or cold when not measured; from says which.
+// usedPerRSS, or cold when not measured; from says which.
 func need(measured, cold int64) (kib int64, from string) {
 	if measured > 0 {
-		return measured * rssToUsed, fmt.Sprintf("measured here: %d × peak %s", rssToUsed, mib(measured))
+		return measured * usedPerRSSNum / usedPerRSSDen, fmt.Sprintf("measured here: 1.5 × peak %s", mib(measured))
 	}
 	return cold, "cold figure, not measured here yet"
 }
