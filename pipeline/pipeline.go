@@ -1,6 +1,6 @@
 // Package pipeline carries out a job on a target: for a build, pull both
-// source trees, build the backend and the frontend beside what is live
-// (at once when the host has room for both, see concurrency.go), extract the Tailwind whitelist, swap the release in,
+// source trees, build the backend and the frontend at once or in turn beside
+// what is live, extract the Tailwind whitelist, swap the release in,
 // restart the services and check them, rolling back when they do not
 // answer; for a restart, only the last part; for a rollback, the previous
 // release made live and checked. A release whose checks pass (or whose
