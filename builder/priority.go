@@ -55,23 +55,31 @@ func IOPrio(pid int) (class, level int, err error) {
 // it instead, and its nice value is what ps shows for concierge. When the
 // goroutine lands there, it keeps the main thread (unchanged) while
 // another goroutine, which then cannot run on it, does the work.
-func startBackground(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
+//
+// When the priorities cannot be lowered (a seccomp filter, say), the child
+// starts anyway and note says so: the build matters more than its manners.
+func startBackground(cmd *exec.Cmd) (note string, err error) {
+	type result struct {
+		note string
+		err  error
+	}
+	res := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked after lowering: the thread dies with this goroutine
 		if unix.Gettid() == unix.Getpid() {
-			err := startBackground(cmd)
+			note, err := startBackground(cmd)
 			runtime.UnlockOSThread()
-			errc <- err
+			res <- result{note, err}
 			return
 		}
+		var note string
 		if err := lowerThread(); err != nil {
-			errc <- err
-			return
+			note = fmt.Sprintf("%v: this build runs at concierge's own CPU and I/O priority", err)
 		}
-		errc <- cmd.Start()
+		res <- result{note, cmd.Start()}
 	}()
-	return <-errc
+	r := <-res
+	return r.note, r.err
 }
 
 // lowerThread sets the calling thread's nice value to at least BuildNice

@@ -99,7 +99,10 @@ func Run(ctx context.Context, c Command) error {
 	oomBefore, oomKnown := oomKills()
 	var startErr error
 	if c.Background {
-		startErr = startBackground(cmd)
+		note, startErr = startBackground(cmd)
+		if note != "" && c.Output != nil {
+			fmt.Fprintf(c.Output, "concierge: %s\n", note)
+		}
 	} else {
 		startErr = cmd.Start()
 	}
