@@ -4,7 +4,7 @@
 // same steps run one after the other, and go-git pulls against the git
 // CLI. It prints one markdown table per benchmark.
 //
-// Usage: go run ./bench [-short] [-only latency,idle,burst,build,pull]
+// Usage: go run ./bench [-short] [-only latency,idle,burst,build,pull,memory]
 //
 // It needs root (a private systemd user manager), git, go, node and pnpm,
 // and builds concierge itself; it is not part of `go test ./...`.
@@ -37,6 +37,7 @@ func main() {
 	fmt.Printf("# concierge benchmarks\n\n%s\n", machine(ctx))
 	runs := map[string]func(context.Context) error{
 		"latency": b.latency, "idle": b.idle, "burst": b.burst, "build": b.build, "pull": b.pull,
+		"memory": b.memory,
 	}
 	failed := false
 	for _, name := range strings.Split(*only, ",") {

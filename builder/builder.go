@@ -3,7 +3,9 @@
 // beside its live binary, installs and builds the frontend with pnpm and
 // extracts the Tailwind whitelist. Every child runs with an explicit
 // environment, in its own process group, under a timeout that ends the
-// whole group. It knows nothing of services, queue files or systemd.
+// whole group, and below the live site (Command.Background: nice 10, idle
+// I/O, raised OOM score). It knows nothing of services, queue files or
+// systemd.
 package builder
 
 import (
@@ -50,7 +52,7 @@ func New(cfg Config) *Builder {
 
 // run runs one child with the builder's environment and step timeout.
 func (b *Builder) run(ctx context.Context, dir string, env []string, out io.Writer, name string, args ...string) error {
-	c := Command{Dir: dir, Name: name, Args: args, Env: env, Timeout: b.cfg.StepTimeout, Output: out}
+	c := Command{Dir: dir, Name: name, Args: args, Env: env, Timeout: b.cfg.StepTimeout, Output: out, Background: true}
 	start := time.Now()
 	b.log.Info().Str("dir", dir).Str("cmd", c.String()).Msgf("run %s in %s", c.String(), dir)
 	err := Run(ctx, c)

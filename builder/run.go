@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tractstack/concierge/internal/rusage"
 )
 
 // ErrTimeout is wrapped by the error of a child that ran past its timeout.
@@ -35,6 +37,12 @@ type Command struct {
 	Env     []string      // the child's whole environment
 	Timeout time.Duration // 0: only ctx bounds it
 	Output  io.Writer     // stdout and stderr, combined; may be nil
+	// Background marks a build child: it and its descendants run with
+	// oom_score_adj BuildOOMScoreAdj, nice BuildNice and the idle I/O
+	// class, so that the live site keeps memory, CPU and disk first.
+	// Deploy children (systemctl, pm2) must not: pm2 may start its
+	// daemon, which the live frontend runs under.
+	Background bool
 }
 
 // String is the command line, for logs and errors.
@@ -48,8 +56,13 @@ func (c Command) String() string {
 // returns only after the child is reaped. Processes still in the group when
 // the child exits by itself are ended the same way.
 //
+// The child's resource use (rusage) is added to the rusage.Meter that ctx
+// carries, if any.
+//
 // Errors: a timeout wraps ErrTimeout and says "<name> timed out after <d>";
-// a non-zero exit says the exit status; a cancelled ctx wraps ctx.Err().
+// a non-zero exit says the exit status; a signal concierge did not send
+// wraps ErrKilled, and ErrOutOfMemory when the kernel's OOM killer acted
+// meanwhile (see KillReason); a cancelled ctx wraps ctx.Err().
 func Run(ctx context.Context, c Command) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("run %s: %w", c.Name, err)
@@ -58,9 +71,16 @@ func Run(ctx context.Context, c Command) error {
 	if err != nil {
 		return fmt.Errorf("run %s: %w", c.Name, err)
 	}
+	prog, argv, note := path, append([]string{c.Name}, c.Args...), ""
+	if c.Background {
+		prog, argv, note = backgroundArgs(path, argv, c.Env)
+	}
+	if note != "" && c.Output != nil {
+		fmt.Fprintf(c.Output, "concierge: %s\n", note)
+	}
 	cmd := &exec.Cmd{
-		Path:        path,
-		Args:        append([]string{c.Name}, c.Args...),
+		Path:        prog,
+		Args:        argv,
 		Dir:         c.Dir,
 		Env:         append([]string{}, c.Env...),
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
@@ -76,7 +96,16 @@ func Run(ctx context.Context, c Command) error {
 		}
 		cmd.Stdout, cmd.Stderr = pw, pw
 	}
-	startErr := cmd.Start()
+	oomBefore, oomKnown := oomKills()
+	var startErr error
+	if c.Background {
+		note, startErr = startBackground(cmd)
+		if note != "" && c.Output != nil {
+			fmt.Fprintf(c.Output, "concierge: %s\n", note)
+		}
+	} else {
+		startErr = cmd.Start()
+	}
 	if pw != nil {
 		pw.Close()
 	}
@@ -125,10 +154,27 @@ func Run(ctx context.Context, c Command) error {
 		pr.Close()
 		<-copied
 	}
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			rusage.Add(ctx, rusage.FromRusage(ru))
+		}
+	}
 	if cause != nil {
 		return cause
 	}
 	if waitErr != nil {
+		var exitErr *exec.ExitError
+		if errors.As(waitErr, &exitErr) {
+			if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok {
+				delta := int64(-1)
+				if oomAfter, ok := oomKills(); ok && oomKnown {
+					delta = oomAfter - oomBefore
+				}
+				if why := KillReason(ws, delta); why != nil {
+					return fmt.Errorf("run %s: %w", c, why)
+				}
+			}
+		}
 		return fmt.Errorf("run %s: %w", c, waitErr)
 	}
 	return nil

@@ -1,5 +1,5 @@
 // Package pipeline carries out a job on a target: for a build, pull both
-// source trees, build the backend and the frontend concurrently beside
+// source trees, build the backend and the frontend at once or in turn beside
 // what is live, extract the Tailwind whitelist, swap the release in,
 // restart the services and check them, rolling back when they do not
 // answer; for a restart, only the last part; for a rollback, the previous
@@ -66,6 +66,9 @@ type Config struct {
 	Builder  Builder
 	Deployer Deployer
 	Log      zerolog.Logger
+	// Resources decides whether the two builds run at once
+	// (concurrency.go).
+	Resources Resources
 }
 
 // Pipeline runs jobs. It keeps no state between jobs.
@@ -179,21 +182,19 @@ func (t *target) build(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("prepare build: %w", err)
 	}
-	// The two builds run at once. When one fails the other is stopped:
-	// the job fails either way, and nothing of it may go live.
+	// The two builds run at once when the host has room for both (see
+	// concurrency.go), else one after the other. When one fails the
+	// other is stopped or not started: the job fails either way, and
+	// nothing of it may go live.
 	buildCtx, stopBuilds := context.WithCancelCause(ctx)
 	defer stopBuilds(nil)
-	var wg sync.WaitGroup
 	var backErr, frontErr error
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
+	buildBack := func() {
 		backErr = t.buildOne(buildCtx, stopBuilds, StepBuildBackend, func(ctx context.Context, out io.Writer) error {
 			return b.BuildBackend(ctx, t.p.BackendSrc, bld.Binary, out)
 		})
-	}()
-	go func() {
-		defer wg.Done()
+	}
+	buildFront := func() {
 		frontErr = t.buildOne(buildCtx, stopBuilds, StepBuildFrontend, func(ctx context.Context, out io.Writer) error {
 			// The build runs in the release's own copy of the tree: the
 			// live one keeps serving, and a failed build leaves it as it was.
@@ -208,8 +209,19 @@ func (t *target) build(ctx context.Context) error {
 			}
 			return nil
 		})
-	}()
-	wg.Wait()
+	}
+	if t.buildsConcurrently() {
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); buildBack() }()
+		go func() { defer wg.Done(); buildFront() }()
+		wg.Wait()
+	} else {
+		buildBack()
+		if backErr == nil {
+			buildFront()
+		}
+	}
 	if errors.Is(backErr, errStopped) {
 		backErr = nil // only the build that failed explains the job
 	}

@@ -33,6 +33,7 @@ type fakeSession struct {
 	steps     []string
 	failed    []string
 	warnings  []string
+	notes     []string
 	log       zerolog.Logger
 	interrupt string
 	cancel    context.CancelFunc
@@ -75,6 +76,12 @@ func (s *fakeSession) Warn(msg string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.warnings = append(s.warnings, msg)
+}
+
+func (s *fakeSession) Note(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notes = append(s.notes, msg)
 }
 
 func (s *fakeSession) Log() *zerolog.Logger { return &s.log }
@@ -227,7 +234,8 @@ func (h *host) live(t *testing.T) (string, string) {
 
 func (h *host) run(t *testing.T, b Builder, command string) (*fakeSession, error) {
 	t.Helper()
-	pl := New(Config{Home: h.p.Home, Builder: b, Deployer: h.d, Log: zerolog.Nop()})
+	pl := New(Config{Home: h.p.Home, Builder: b, Deployer: h.d, Log: zerolog.Nop(),
+		Resources: Resources{Concurrency: ConcurrencyOn}}) // concurrency_test.go tests auto
 	s := &fakeSession{log: zerolog.Nop()}
 	err := pl.Execute(context.Background(), queue.Job{ID: "01TEST", Target: queue.MainTarget, Command: command, Tenants: []string{"default", "acme"}}, s)
 	return s, err

@@ -65,7 +65,8 @@ func (h *host) runJob(t *testing.T, d Deployer, b Builder, command, id, interrup
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pl := New(Config{Home: h.p.Home, Builder: b, Deployer: d, Log: zerolog.Nop()})
+	pl := New(Config{Home: h.p.Home, Builder: b, Deployer: d, Log: zerolog.Nop(),
+		Resources: Resources{Concurrency: ConcurrencyOn}}) // concurrency_test.go tests auto
 	s := &fakeSession{log: zerolog.Nop(), interrupt: interrupt, cancel: cancel}
 	err := pl.Execute(ctx, queue.Job{ID: id, Target: queue.MainTarget, Command: command, Tenants: []string{"default", "acme"}}, s)
 	return s, err

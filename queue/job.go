@@ -60,6 +60,9 @@ type Job struct {
 	Error       string     `json:"error"`
 	Warnings    []string   `json:"warnings,omitempty"`
 	Steps       []Step     `json:"steps"`
+	// Notes say what the job decided and why, e.g. whether the builds
+	// ran at the same time.
+	Notes []string `json:"notes,omitempty"`
 	// Attempts counts how often a runner claimed the job; more than one
 	// means it was recovered after a crash or a shutdown.
 	Attempts int `json:"attempts"`
@@ -81,4 +84,10 @@ type Step struct {
 	DurationMS int64 `json:"duration_ms,omitempty"`
 	// Tail is the last lines of a failed step's output.
 	Tail []string `json:"tail,omitempty"`
+	// PeakMemoryKiB is the largest resident set of any one child
+	// process of the step, their own children included (the kernel's
+	// rusage maxrss); 0 when the step ran no child.
+	PeakMemoryKiB int64 `json:"peak_memory_kib,omitempty"`
+	// CPUMS is the CPU time (user + system) of the step's children.
+	CPUMS int64 `json:"cpu_ms,omitempty"`
 }

@@ -22,10 +22,15 @@ type Session interface {
 	// Step runs fn as the named step. It records the step's start, end
 	// and error on the job record (durably, so status sees it), and hands
 	// fn a writer whose lines are logged with job_id and step and kept in
-	// the job's output (bounded). Step returns fn's error.
+	// the job's output (bounded). The resource use of the child processes
+	// that fn's ctx reaches builder.Run with is recorded on the step too.
+	// Step returns fn's error.
 	Step(ctx context.Context, name string, fn func(ctx context.Context, out io.Writer) error) error
 	// Warn records a warning on the job, shown by status, and logs it.
 	Warn(msg string)
+	// Note records a decision on the job (Job.Notes), shown by status,
+	// and logs it.
+	Note(msg string)
 	// Log is the job's logger (job_id, target and command fields set).
 	Log() *zerolog.Logger
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tractstack/concierge/internal/rusage"
 	"github.com/tractstack/concierge/queue"
 )
 
@@ -129,6 +130,9 @@ func (r *Runner) status(msg string) {
 	}
 }
 
+// MiB formats a size in KiB as MiB, for people.
+func MiB(kib int64) string { return fmt.Sprintf("%.0f MiB", float64(kib)/1024) }
+
 func round(d time.Duration) time.Duration {
 	if d > time.Second {
 		return d.Round(100 * time.Millisecond)
@@ -159,6 +163,14 @@ func (s *session) Warn(msg string) {
 	}
 }
 
+func (s *session) Note(msg string) {
+	s.log.Info().Msg(msg)
+	s.writeLine("note", msg)
+	if err := s.r.cfg.Queue.Update(s.job.ID, func(j *queue.Job) { j.Notes = append(j.Notes, msg) }); err != nil {
+		s.log.Error().Err(err).Msg("record note")
+	}
+}
+
 func (s *session) Step(ctx context.Context, name string, fn func(ctx context.Context, out io.Writer) error) error {
 	q := s.r.cfg.Queue
 	start := s.r.cfg.Now().UTC()
@@ -172,14 +184,20 @@ func (s *session) Step(ctx context.Context, name string, fn func(ctx context.Con
 	log := s.log.With().Str("step", name).Logger()
 	log.Info().Msgf("step %s started", name)
 	w := newLineWriter(s, name, log, s.r.cfg.TailLines)
-	err := fn(ctx, w)
+	mctx, meter := rusage.WithMeter(ctx)
+	err := fn(mctx, w)
 	w.Flush()
+	usage, measured := meter.Usage()
 	end := s.r.cfg.Now().UTC()
 	dur := end.Sub(start)
 	if uerr := q.Update(s.job.ID, func(j *queue.Job) {
 		st := &j.Steps[idx]
 		st.FinishedAt = &end
 		st.DurationMS = dur.Milliseconds()
+		if measured {
+			st.PeakMemoryKiB = usage.MaxRSSKiB
+			st.CPUMS = usage.CPU.Milliseconds()
+		}
 		if err != nil {
 			st.State = queue.Failed
 			st.Error = err.Error()
@@ -190,12 +208,15 @@ func (s *session) Step(ctx context.Context, name string, fn func(ctx context.Con
 	}); uerr != nil {
 		log.Error().Err(uerr).Msg("record step end")
 	}
+	ev, what := log.Info(), fmt.Sprintf("step %s done in %s", name, round(dur))
 	if err != nil {
-		log.Error().Int64("duration_ms", dur.Milliseconds()).Str("error", err.Error()).
-			Msgf("step %s failed after %s: %s", name, round(dur), err)
-	} else {
-		log.Info().Int64("duration_ms", dur.Milliseconds()).Msgf("step %s done in %s", name, round(dur))
+		ev, what = log.Error().Str("error", err.Error()), fmt.Sprintf("step %s failed after %s: %s", name, round(dur), err)
 	}
+	if measured {
+		ev = ev.Int64("peak_memory_kib", usage.MaxRSSKiB).Int64("cpu_ms", usage.CPU.Milliseconds())
+		what += fmt.Sprintf(" (children: peak memory %s, CPU %s)", MiB(usage.MaxRSSKiB), round(usage.CPU))
+	}
+	ev.Int64("duration_ms", dur.Milliseconds()).Msg(what)
 	return err
 }
 

@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/tractstack/concierge/internal/rusage"
 	"github.com/tractstack/concierge/queue"
 )
 
@@ -121,5 +123,40 @@ func TestCancelPutsTheJobBack(t *testing.T) {
 	jobs := q.Jobs()
 	if jobs[0].ID != job.ID || jobs[0].State != queue.Pending || jobs[0].Steps[0].State != queue.Failed {
 		t.Fatalf("after cancel: %+v", jobs[0])
+	}
+}
+
+// TestStepRecordsChildUsageAndNotes: what the children of a step used
+// (as builder.Run reports it through the step's context) is kept on the
+// step; a step without children records none; notes reach the record and
+// the output.
+func TestStepRecordsChildUsageAndNotes(t *testing.T) {
+	r, q := setup(t, execFunc(func(ctx context.Context, job queue.Job, s Session) error {
+		s.Note("builds one after the other: MemAvailable 900 MiB")
+		if err := s.Step(ctx, "build", func(ctx context.Context, out io.Writer) error {
+			rusage.Add(ctx, rusage.Usage{MaxRSSKiB: 1 << 20, CPU: 1500 * time.Millisecond})
+			rusage.Add(ctx, rusage.Usage{MaxRSSKiB: 2048, CPU: 500 * time.Millisecond})
+			return nil
+		}); err != nil {
+			return err
+		}
+		return s.Step(ctx, "swap", func(ctx context.Context, out io.Writer) error { return nil })
+	}), 0)
+	job, _, err := r.RunNext(context.Background())
+	if err != nil || job.State != queue.Succeeded {
+		t.Fatalf("RunNext = %s, %v", job.State, err)
+	}
+	if b := job.Steps[0]; b.PeakMemoryKiB != 1<<20 || b.CPUMS != 2000 {
+		t.Fatalf("build step records %d KiB, %d ms CPU; want 1048576, 2000", b.PeakMemoryKiB, b.CPUMS)
+	}
+	if s := job.Steps[1]; s.PeakMemoryKiB != 0 || s.CPUMS != 0 {
+		t.Fatalf("swap step records %d KiB, %d ms CPU; want none", s.PeakMemoryKiB, s.CPUMS)
+	}
+	if len(job.Notes) != 1 || !strings.Contains(job.Notes[0], "one after the other") {
+		t.Fatalf("notes = %q", job.Notes)
+	}
+	out, err := os.ReadFile(q.Store().OutputPath(job.ID))
+	if err != nil || !strings.Contains(string(out), "[note] builds one after the other") {
+		t.Fatalf("output = %q, %v", out, err)
 	}
 }

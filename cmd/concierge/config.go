@@ -29,6 +29,8 @@ type Config struct {
 	Systemctl      []string      // CONCIERGE_SYSTEMCTL, e.g. "sudo systemctl" or "systemctl --user"
 	PM2            []string      // CONCIERGE_PM2
 	SyslogID       string        // CONCIERGE_SYSLOG_IDENTIFIER
+	// BuildConcurrency is CONCIERGE_BUILD_CONCURRENCY: auto, on or off.
+	BuildConcurrency string
 
 	// HealthRequestTimeout bounds one health request (a hang):
 	// CONCIERGE_HEALTH_REQUEST_TIMEOUT.
@@ -57,6 +59,7 @@ func DefaultConfig() Config {
 		SyslogID:       "t8k-concierge",
 
 		HealthRequestTimeout: 5 * time.Second,
+		BuildConcurrency:     "auto",
 	}
 }
 
@@ -88,6 +91,7 @@ func (c *Config) applyEnv(env map[string]string) error {
 		"CONCIERGE_LOG_FORMAT":        &c.LogFormat,
 		"CONCIERGE_LOG_LEVEL":         &c.LogLevel,
 		"CONCIERGE_SYSLOG_IDENTIFIER": &c.SyslogID,
+		"CONCIERGE_BUILD_CONCURRENCY": &c.BuildConcurrency,
 	}
 	for k, p := range str {
 		if v, ok := env[k]; ok && v != "" {
@@ -177,6 +181,11 @@ func (c *Config) Validate() error {
 	}
 	if c.KeepReleases < 1 {
 		return usageErr("CONCIERGE_KEEP_RELEASES must be at least 1 (rollback needs one previous release)")
+	}
+	switch c.BuildConcurrency {
+	case "auto", "on", "off":
+	default:
+		return usageErr("CONCIERGE_BUILD_CONCURRENCY=%q: use auto, on or off", c.BuildConcurrency)
 	}
 	if c.KeepJobs < 1 {
 		return usageErr("CONCIERGE_KEEP_JOBS must be at least 1")

@@ -460,6 +460,8 @@ func startLiveHost(t *testing.T, o liveOptions) *liveHost {
 		"PM2_HOME=" + pm.Home(),
 		"CONCIERGE_SYSTEMCTL=systemctl --user",
 		"CONCIERGE_FRONTEND_UPDATE=", // no registry access
+		// Both builds at once whatever this host has: tests expect them to overlap.
+		"CONCIERGE_BUILD_CONCURRENCY=on",
 	}, o.env...)...)
 
 	for _, site := range o.installs {

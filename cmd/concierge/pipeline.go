@@ -34,9 +34,22 @@ func newPipeline(cfg *Config, log zerolog.Logger) (runner.Executor, recoverFunc,
 		StepTimeout: cfg.StepTimeout, Env: env, Log: log.With().Str("component", "deploy").Logger(),
 	})
 	pl := pipeline.New(pipeline.Config{Home: cfg.Home, Builder: b, Deployer: d,
-		Log: log.With().Str("component", "pipeline").Logger()})
+		Log:       log.With().Str("component", "pipeline").Logger(),
+		Resources: buildResources(cfg)})
 	recoverAll := func(ctx context.Context) ([]string, error) { return d.RecoverAll(ctx, cfg.Home) }
 	return pl, recoverAll, nil
+}
+
+// buildResources decides, per job, whether the builds run at once: from
+// the setting, the host, and the peaks recorded in earlier job records.
+func buildResources(cfg *Config) pipeline.Resources {
+	return pipeline.Resources{
+		Concurrency: cfg.BuildConcurrency,
+		History: func() ([]*queue.Job, error) {
+			jobs, _, err := queue.ReadStore(cfg.DataDir).Load()
+			return jobs, err
+		},
+	}
 }
 
 // planSteps lists the steps job would run on this host: the whitelist

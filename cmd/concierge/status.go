@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tractstack/concierge/queue"
+	"github.com/tractstack/concierge/runner"
 )
 
 // statusCmd shows the jobs. It reads the records without the run lock, so
@@ -77,6 +78,9 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 		}
 		fmt.Fprintf(w, "RUNNING  %s  %s %s  step %s for %s  (job %s)\n", j.ID, j.Command, j.Target, step,
 			elapsed(since, now), elapsed(j.StartedAt, now))
+		for _, n := range j.Notes {
+			fmt.Fprintf(w, "  %s\n", n)
+		}
 	}
 	if len(running) == 0 {
 		fmt.Fprintln(w, "RUNNING  none")
@@ -106,7 +110,7 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 		if what == "" {
 			what = strings.Join(j.Triggers, ",")
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", j.ID, strings.ToUpper(string(j.State)), what, when, took)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", j.ID, strings.ToUpper(string(j.State)), what, when, took, peakMemory(j))
 	}
 	tw.Flush()
 	for _, j := range done {
@@ -118,6 +122,9 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 		}
 		for _, warn := range j.Warnings {
 			fmt.Fprintf(w, "%s warning: %s\n", j.ID, warn)
+		}
+		for _, n := range j.Notes {
+			fmt.Fprintf(w, "%s note: %s\n", j.ID, n)
 		}
 		for _, s := range j.Steps {
 			if s.State != queue.Failed || len(s.Tail) == 0 {
@@ -133,6 +140,19 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 			}
 		}
 	}
+}
+
+// peakMemory is the largest peak memory of a job's steps ("peak 812 MiB",
+// the largest child process; see queue.Step), "" when none ran a child.
+func peakMemory(j *queue.Job) string {
+	var peak int64
+	for _, s := range j.Steps {
+		peak = max(peak, s.PeakMemoryKiB)
+	}
+	if peak == 0 {
+		return ""
+	}
+	return "peak " + runner.MiB(peak)
 }
 
 func elapsed(since *time.Time, now time.Time) string {
