@@ -81,4 +81,6 @@ type Step struct {
 	DurationMS int64 `json:"duration_ms,omitempty"`
 	// Tail is the last lines of a failed step's output.
 	Tail []string `json:"tail,omitempty"`
+	// Stop, on a restart or reload step, is how the old process stopped.
+	Stop *Stop `json:"stop,omitempty"`
 }

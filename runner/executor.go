@@ -26,6 +26,9 @@ type Session interface {
 	Step(ctx context.Context, name string, fn func(ctx context.Context, out io.Writer) error) error
 	// Warn records a warning on the job, shown by status, and logs it.
 	Warn(msg string)
+	// RecordStop records on the job's latest step of that name how the
+	// old process of a restarted or reloaded service stopped.
+	RecordStop(step string, stop queue.Stop)
 	// Log is the job's logger (job_id, target and command fields set).
 	Log() *zerolog.Logger
 }
