@@ -167,7 +167,7 @@ func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, ou
 			fmt.Fprintf(out, "old process %d closed its port %s ago and holds %d open connection(s): ending it\n",
 				pid, seen.ClosedFor.Round(time.Millisecond), seen.Conns)
 			stop.OpenConns = seen.Conns
-			if err := d.systemctl(ctx, out, "kill", "--signal", "SIGKILL", unit); err != nil {
+			if err := d.systemctl(ctx, out, KillArgs(unit)...); err != nil {
 				stop.EndError = err.Error()
 				d.cfg.Log.Warn().Err(err).Str("unit", unit).Msg("could not end the old process; waiting for it to stop")
 			} else {
@@ -176,6 +176,10 @@ func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, ou
 		}
 	}
 }
+
+// KillArgs are the systemctl arguments that end an old backend, exactly
+// as the shipped sudoers rule allows them.
+func KillArgs(unit string) []string { return []string{"kill", "--signal", "SIGKILL", unit} }
 
 // unitState asks systemd for a unit's main pid and ActiveState.
 func (d *Deployer) unitState(ctx context.Context, unit string) (pid int, state string, err error) {
