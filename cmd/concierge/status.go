@@ -111,6 +111,7 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 	tw.Flush()
 	for _, j := range done {
 		if j.State == queue.Succeeded && len(j.Warnings) == 0 {
+			writeStops(w, j)
 			continue
 		}
 		if j.Error != "" {
@@ -119,6 +120,7 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 		for _, warn := range j.Warnings {
 			fmt.Fprintf(w, "%s warning: %s\n", j.ID, warn)
 		}
+		writeStops(w, j)
 		for _, s := range j.Steps {
 			if s.State != queue.Failed || len(s.Tail) == 0 {
 				continue

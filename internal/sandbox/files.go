@@ -7,19 +7,26 @@ import (
 
 // backendFiles is a stand-in for tractstack-go: one module with
 // cmd/tractstack-go that serves GET /api/v1/health and reports its version,
-// and the templates directory the whitelist script reads.
+// and the templates directory the whitelist script reads. Like the real
+// backend it serves a server-sent-event stream (/api/v1/auth/sse) that
+// never ends by itself, and on SIGTERM closes its listener at once, waits
+// up to 30 s for open requests, then closes its "tenant manager" and exits.
 func backendFiles(version string, healthy bool) map[string]string {
 	return map[string]string{
 		"go.mod": "module tractstack-go\n\ngo 1.22\n",
 		"cmd/tractstack-go/main.go": `package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 )
 
 func main() {
@@ -48,16 +55,58 @@ func main() {
 	mux.HandleFunc("/api/v1/version", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, Version)
 	})
+	// One stream per visitor with a page open; it ends only when the
+	// visitor goes.
+	mux.HandleFunc("/api/v1/auth/sse", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl, _ := w.(http.Flusher)
+		fmt.Fprintf(w, "event: hello\ndata: %s\n\n", Version)
+		if fl != nil {
+			fl.Flush()
+		}
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+				fmt.Fprint(w, ": ping\n\n")
+				if fl != nil {
+					fl.Flush()
+				}
+			}
+		}
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:"+*port)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "listen:", err)
 		os.Exit(1)
 	}
 	fmt.Println("tractstack-go", Version, "listening on", ln.Addr())
-	if err := http.Serve(ln, mux); err != nil {
+	srv := &http.Server{Handler: mux}
+	stopped := make(chan struct{})
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		// Shutdown closes the listener at once, then waits for open
+		// requests, which streams never stop being.
+		fmt.Println("shutting down: waiting up to 30s for open requests")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			fmt.Println("shutdown:", err)
+		}
+		fmt.Println("closing tenant manager")
+		close(stopped)
+	}()
+	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		os.Exit(1)
 	}
+	<-stopped
+	fmt.Println("stopped")
 }
 `,
 		"cmd/tractstack-go/version.go":              versionGo(version, healthy),
