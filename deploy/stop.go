@@ -105,14 +105,15 @@ func DecideStop(s StopSeen, grace time.Duration) StopAction {
 }
 
 // restartWatched runs `systemctl restart unit` while watching the old
-// main process, ending it when DecideStop says so.
+// main process, ending it when DecideStop says so. A fast restart pays
+// for nothing but reads of /proc/net/tcp: systemd is asked for the old
+// main pid only once the port has closed, concurrently with the restart,
+// and the restart's end is never held up by that question.
 func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, out io.Writer) (Stop, error) {
 	var stop Stop
-	if port <= 0 {
-		return stop, d.systemctl(ctx, out, "restart", unit)
-	}
-	pid, state, err := d.unitState(ctx, unit)
-	if err != nil || pid <= 0 || state != "active" {
+	if port <= 0 || !portSockets(port).Listening {
+		// Nothing serves the port: no old process to watch (a first
+		// start, or a backend already down).
 		return stop, d.systemctl(ctx, out, "restart", unit)
 	}
 	stop.Measured = true
@@ -121,8 +122,17 @@ func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, ou
 	go func() { done <- d.systemctl(ctx, out, "restart", unit) }()
 	tick := time.NewTicker(stopPoll)
 	defer tick.Stop()
-	var closedAt time.Time
-	gone := false
+	type unitSeen struct {
+		pid   int
+		state string
+		err   error
+	}
+	var (
+		asked    chan unitSeen // the old main pid, asked once the port closed
+		pid      int
+		closedAt time.Time
+		gone     bool
+	)
 	for {
 		select {
 		case err := <-done:
@@ -130,13 +140,37 @@ func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, ou
 				stop.Took = time.Since(start)
 			}
 			return stop, err
+		case u := <-asked:
+			asked = nil
+			if u.err != nil || u.pid <= 0 || u.state != "deactivating" {
+				// Already stopped (or no longer the stop of this restart).
+				gone, stop.Took = true, time.Since(start)
+			} else {
+				pid = u.pid
+			}
+			continue
 		case <-tick.C:
 		}
 		if gone {
 			continue
 		}
-		seen := observeStop(pid, port)
 		now := time.Now()
+		if pid == 0 {
+			if !portSockets(port).Listening {
+				if closedAt.IsZero() {
+					closedAt = now
+				}
+				if asked == nil {
+					asked = make(chan unitSeen, 1)
+					go func(c chan<- unitSeen) {
+						p, st, err := d.unitState(ctx, unit)
+						c <- unitSeen{p, st, err}
+					}(asked)
+				}
+			}
+			continue
+		}
+		seen := observeStop(pid, port)
 		if seen.Alive && !seen.Listening {
 			if closedAt.IsZero() {
 				closedAt = now
@@ -148,9 +182,9 @@ func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, ou
 		seen.Ended = stop.Ended || stop.EndError != ""
 		act := DecideStop(seen, d.cfg.StopGrace)
 		if act == StopAskUnit {
-			// Asked only now, and right before the kill, so that the kill
-			// cannot reach a new process started meanwhile (but for the
-			// few milliseconds between the two calls).
+			// Asked again right before the kill, so that the kill cannot
+			// reach a new process started meanwhile (but for the few
+			// milliseconds between the two calls).
 			main, st, err := d.unitState(ctx, unit)
 			if err == nil && main == pid {
 				seen.State = st
@@ -159,8 +193,7 @@ func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, ou
 		}
 		switch act {
 		case StopGone:
-			gone = true
-			stop.Took = now.Sub(start)
+			gone, stop.Took = true, now.Sub(start)
 		case StopKill:
 			d.cfg.Log.Warn().Str("unit", unit).Int("pid", pid).Int("open_conns", seen.Conns).
 				Dur("closed_for", seen.ClosedFor).Msgf("old %s closed its port but open requests keep it stopping: ending it", unit)
