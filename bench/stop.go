@@ -49,7 +49,7 @@ func (b *bench) stop(ctx context.Context) error {
 	if _, err := output(ctx, p.BackendSrc, setEnv(os.Environ(), "GOFLAGS=", "GOPROXY=off"), "go", "build", "-o", p.Binary, "./cmd/tractstack-go"); err != nil {
 		return err
 	}
-	unit := fmt.Sprintf("[Unit]\nDescription=tractstack-go (bench)\n\n[Service]\nExecStart=%s --port %d\nRestart=no\n", p.Binary, port)
+	unit := fmt.Sprintf("[Unit]\nDescription=tractstack-go (bench)\nStartLimitIntervalSec=0\n\n[Service]\nExecStart=%s --port %d\nRestart=no\n", p.Binary, port)
 	if err := os.WriteFile(filepath.Join(m.unitDir, p.Unit), []byte(unit), 0o644); err != nil {
 		return err
 	}
