@@ -87,7 +87,8 @@ func (b *bench) stop(ctx context.Context) error {
 					return false, err
 				})
 				if err != nil {
-					return fmt.Errorf("%s with %d streams: %w", way, n, err)
+					st, _ := m.systemctl(ctx, "status", "--no-pager", p.Unit)
+					return fmt.Errorf("%s with %d streams: %w\n%s", way, n, err, st)
 				}
 				took[way], gaps[way] = append(took[way], r.took), append(gaps[way], r.gap)
 				if r.ended {
@@ -157,9 +158,12 @@ func restartGap(ctx context.Context, port, n int, restart func() (bool, error)) 
 	r.took, r.ended = time.Since(start), ended
 	if err == nil {
 		err = waitFor(60*time.Second, 5*time.Millisecond, func() bool {
+			if !healthy(port) {
+				return false
+			}
 			mu.Lock()
 			defer mu.Unlock()
-			return downSince.IsZero() && healthy(port)
+			return downSince.IsZero()
 		})
 	}
 	close(stopProbe)

@@ -30,16 +30,10 @@ func TestDecideStop(t *testing.T) {
 		{"unit activating (a new process)", with(func(s *StopSeen) { s.State = "activating" }), StopWait},
 		{"unit failed", with(func(s *StopSeen) { s.State = "failed" }), StopWait},
 		{"already ended once", with(func(s *StopSeen) { s.Ended = true; s.State = "deactivating" }), StopWait},
-		{"zero grace ends at once", with(func(s *StopSeen) { s.ClosedFor = 0; s.State = "deactivating" }), StopWait},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			g := grace
-			if strings.HasPrefix(tc.name, "zero grace") {
-				g = 0
-				tc.want = StopKill
-			}
-			if got := DecideStop(tc.seen, g); got != tc.want {
+			if got := DecideStop(tc.seen, grace); got != tc.want {
 				t.Fatalf("DecideStop(%+v) = %s, want %s", tc.seen, got, tc.want)
 			}
 		})
