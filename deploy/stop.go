@@ -25,8 +25,13 @@ import (
 // after closing its listener before it is ended.
 const DefaultStopGrace = 500 * time.Millisecond
 
-// stopPoll is how often the old process is looked at during a restart.
-const stopPoll = 20 * time.Millisecond
+// stopPoll is how often the old process is looked at during a restart;
+// askAfter is how long its port must have been closed before systemd is
+// asked for its pid.
+const (
+	stopPoll = 20 * time.Millisecond
+	askAfter = 2 * stopPoll
+)
 
 // Stop is how the old process of a service stopped during a restart or
 // reload.
@@ -107,8 +112,9 @@ func DecideStop(s StopSeen, grace time.Duration) StopAction {
 // restartWatched runs `systemctl restart unit` while watching the old
 // main process, ending it when DecideStop says so. A fast restart pays
 // for nothing but reads of /proc/net/tcp: systemd is asked for the old
-// main pid only once the port has closed, concurrently with the restart,
-// and the restart's end is never held up by that question.
+// main pid only once the port has been closed for askAfter, concurrently
+// with the restart, and the restart's end is never held up by that
+// question.
 func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, out io.Writer) (Stop, error) {
 	var stop Stop
 	if port <= 0 || !portSockets(port).Listening {
@@ -160,7 +166,9 @@ func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, ou
 				if closedAt.IsZero() {
 					closedAt = now
 				}
-				if asked == nil {
+				// A process that stops by itself is gone within a poll or two
+				// of closing its port; only one that lingers is asked about.
+				if asked == nil && now.Sub(closedAt) >= askAfter {
 					asked = make(chan unitSeen, 1)
 					go func(c chan<- unitSeen) {
 						p, st, err := d.unitState(ctx, unit)
