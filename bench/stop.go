@@ -38,11 +38,15 @@ func (b *bench) stop(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sb, err := sandbox.New(ctx, filepath.Join(b.dir, "stop-home"), sandbox.Options{Ports: map[string][2]int{"main": {port, port + 1}}})
+	// A site of its own, so its unit name (and the cgroup a user manager
+	// without systemd as PID 1 makes at the root of the hierarchy) is
+	// none that tests running meanwhile use.
+	const site = "benchstop"
+	sb, err := sandbox.New(ctx, filepath.Join(b.dir, "stop-home"), sandbox.Options{Sites: []string{site}, Ports: map[string][2]int{site: {port, port + 1}}})
 	if err != nil {
 		return err
 	}
-	p, err := deploy.PathsFor(sb.Dir, "")
+	p, err := deploy.PathsFor(sb.Dir, site)
 	if err != nil {
 		return err
 	}
