@@ -112,9 +112,10 @@ func DecideStop(s StopSeen, grace time.Duration) StopAction {
 // restartWatched runs `systemctl restart unit` while watching the old
 // main process, ending it when DecideStop says so. A fast restart pays
 // for nothing but reads of /proc/net/tcp: systemd is asked for the old
-// main pid only once the port has been closed for askAfter, concurrently
-// with the restart, and the restart's end is never held up by that
-// question.
+// main pid only once the port has been closed for askAfter while
+// connections on it are still open, concurrently with the restart, and
+// the restart's end is never held up by that question. Without the pid,
+// the stop is taken to last until the restart returned.
 func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, out io.Writer) (Stop, error) {
 	var stop Stop
 	if port <= 0 || !portSockets(port).Listening {
@@ -162,13 +163,14 @@ func (d *Deployer) restartWatched(ctx context.Context, unit string, port int, ou
 		}
 		now := time.Now()
 		if pid == 0 {
-			if !portSockets(port).Listening {
+			if ps := portSockets(port); !ps.Listening {
 				if closedAt.IsZero() {
 					closedAt = now
 				}
 				// A process that stops by itself is gone within a poll or two
-				// of closing its port; only one that lingers is asked about.
-				if asked == nil && now.Sub(closedAt) >= askAfter {
+				// of closing its port; only one that lingers with open
+				// connections (the only kind ever ended) is asked about.
+				if asked == nil && now.Sub(closedAt) >= askAfter && len(ps.Established) > 0 {
 					asked = make(chan unitSeen, 1)
 					go func(c chan<- unitSeen) {
 						p, st, err := d.unitState(ctx, unit)
