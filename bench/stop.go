@@ -72,7 +72,7 @@ func (b *bench) stop(ctx context.Context) error {
 
 	// Restarts without streams are quick, so there are more of them; the
 	// two ways take turns, so that a load change on the machine hits both.
-	reps := map[int]int{0: 20, 5: 3}
+	reps := map[int]int{0: 50, 5: 3}
 	if b.short {
 		reps = map[int]int{0: 5, 5: 1}
 	}
