@@ -2,11 +2,15 @@ package deploy
 
 import (
 	"bufio"
+	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // TCP states in /proc/net/tcp{,6} (include/net/tcp_states.h).
@@ -107,19 +111,47 @@ func processAlive(pid int) bool {
 	return st != 'Z' && st != 'X'
 }
 
-// observeStop looks at the old process pid and the port it served. Its
-// established connections are those whose sockets it holds; when its
-// descriptors cannot be read, every established connection on the port
-// counts (while the unit stops, no other process serves that port).
-func observeStop(pid, port int) StopSeen {
+// connTable reads the established connections on a port from the TCP
+// tables, at most every tablePoll.
+type connTable struct {
+	port  int
+	read  time.Time
+	conns []uint64
+}
+
+func (c *connTable) established(now time.Time) []uint64 {
+	if c.read.IsZero() || now.Sub(c.read) >= tablePoll {
+		c.conns, c.read = portSockets(c.port).Established, now
+	}
+	return c.conns
+}
+
+// portListening reports whether something accepts connections on the
+// loopback port: only a refused connect says no (a full backlog or a slow
+// machine is not a closed port). The connection is closed at once; the
+// server sees a client that went before sending a request.
+func portListening(port int) bool {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 200*time.Millisecond)
+	if err != nil {
+		return !errors.Is(err, syscall.ECONNREFUSED)
+	}
+	c.Close()
+	return true
+}
+
+// observeStop looks at the old process pid, whether its loopback port
+// accepts connections, and which of the established connections on the
+// port (inodes from the TCP tables) are its own; when its descriptors
+// cannot be read, every one counts (while the unit stops, no other
+// process serves that port).
+func observeStop(pid, port int, established []uint64) StopSeen {
 	seen := StopSeen{Alive: processAlive(pid)}
 	if !seen.Alive {
 		return seen
 	}
-	ps := portSockets(port)
-	seen.Listening = ps.Listening
+	seen.Listening = portListening(port)
 	mine, ok := socketInodes(pid)
-	for _, ino := range ps.Established {
+	for _, ino := range established {
 		if !ok || mine[ino] {
 			seen.Conns++
 		}
