@@ -2,9 +2,10 @@
 // mode against a systemd path unit, the idle cost of watch, bursts of
 // triggers, the build wall time of the concurrent pipeline against the
 // same steps run one after the other, and go-git pulls against the git
-// CLI. It prints one markdown table per benchmark.
+// CLI, and the backend's gap at a restart with open streams, plain
+// systemctl against concierge. It prints one markdown table per benchmark.
 //
-// Usage: go run ./bench [-short] [-only latency,idle,burst,build,pull,memory]
+// Usage: go run ./bench [-short] [-only latency,idle,burst,build,pull,memory,stop]
 //
 // It needs root (a private systemd user manager), git, go, node and pnpm,
 // and builds concierge itself; it is not part of `go test ./...`.
@@ -25,7 +26,7 @@ func main() {
 		os.Exit(pullChild(os.Args[2:]))
 	}
 	short := flag.Bool("short", false, "shorter durations and fewer repetitions, for a quick check")
-	only := flag.String("only", "latency,idle,burst,build,pull", "comma-separated benchmarks to run")
+	only := flag.String("only", "latency,idle,burst,build,pull,stop", "comma-separated benchmarks to run")
 	flag.Parse()
 	ctx := context.Background()
 	b, err := newBench(ctx, *short)
@@ -37,7 +38,7 @@ func main() {
 	fmt.Printf("# concierge benchmarks\n\n%s\n", machine(ctx))
 	runs := map[string]func(context.Context) error{
 		"latency": b.latency, "idle": b.idle, "burst": b.burst, "build": b.build, "pull": b.pull,
-		"memory": b.memory,
+		"memory": b.memory, "stop": b.stop,
 	}
 	failed := false
 	for _, name := range strings.Split(*only, ",") {

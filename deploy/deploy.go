@@ -48,6 +48,9 @@ type Config struct {
 	FrontendPaths []string
 	// Keep is how many previous releases are kept.
 	Keep int
+	// StopGrace is how long an old backend may hold open requests after
+	// closing its port, while it stops, before it is ended (stop.go).
+	StopGrace time.Duration
 	// StepTimeout bounds each systemctl or pm2 child.
 	StepTimeout time.Duration
 	// Env is the whole environment of systemctl and pm2 children (PATH,
@@ -70,6 +73,7 @@ func DefaultConfig() Config {
 		HealthInterval: 100 * time.Millisecond,
 		RequestTimeout: 5 * time.Second,
 		Keep:           3,
+		StopGrace:      DefaultStopGrace,
 		StepTimeout:    15 * time.Minute,
 		Log:            zerolog.Nop(),
 	}
@@ -106,6 +110,9 @@ func New(cfg Config) *Deployer {
 	}
 	if cfg.Keep <= 0 {
 		cfg.Keep = def.Keep
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = def.StopGrace
 	}
 	if cfg.StepTimeout <= 0 {
 		cfg.StepTimeout = def.StepTimeout

@@ -17,15 +17,17 @@ func runChild(ctx context.Context, dir, name string, args, env []string, timeout
 	return builder.Run(ctx, builder.Command{Dir: dir, Name: name, Args: args, Env: env, Timeout: timeout, Output: out})
 }
 
-// RestartBackend restarts the target's systemd unit. When systemd refuses
+// RestartBackend restarts the target's systemd unit, whose backend
+// listens on port (0: unknown), bounding the old process's stop (see
+// stop.go), and reports how that stop went. When systemd refuses
 // because the unit hit its start rate limit (a deploy restarts on purpose,
 // and a rollback restarts twice within seconds), it clears the unit's
 // failed state with reset-failed and restarts once more.
-func (d *Deployer) RestartBackend(ctx context.Context, p Paths, out io.Writer) error {
+func (d *Deployer) RestartBackend(ctx context.Context, p Paths, port int, out io.Writer) (Stop, error) {
 	if out == nil {
 		out = io.Discard
 	}
-	err := d.systemctl(ctx, out, "restart", p.Unit)
+	stop, err := d.restartWatched(ctx, p.Unit, port, out)
 	if err != nil && StartLimited(err.Error()) {
 		d.cfg.Log.Warn().Str("unit", p.Unit).Msg("start rate limit hit; reset-failed and restart again")
 		if rerr := d.systemctl(ctx, out, "reset-failed", p.Unit); rerr == nil {
@@ -33,9 +35,9 @@ func (d *Deployer) RestartBackend(ctx context.Context, p Paths, out io.Writer) e
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("restart %s: %w", p.Unit, err)
+		return stop, fmt.Errorf("restart %s: %w", p.Unit, err)
 	}
-	return nil
+	return stop, nil
 }
 
 // systemctl runs the systemctl prefix with args; the error carries the
@@ -80,8 +82,9 @@ func (t *tail) String() string { return string(t.b) }
 // CLI's output pipe, and the CLI dies on its next write) leaves the lock,
 // and pm2 then refuses every reload for 30 seconds. Concierge is the only
 // one reloading (it holds the run lock), so such a lock is stale: the
-// reload is run again with --force.
-func (d *Deployer) ReloadFrontend(ctx context.Context, p Paths, out io.Writer) error {
+// reload is run again with --force. The Stop reports how long the old
+// process (by the pid pm2 recorded for it) took to go.
+func (d *Deployer) ReloadFrontend(ctx context.Context, p Paths, out io.Writer) (stop Stop, err error) {
 	if out == nil {
 		out = io.Discard
 	}
@@ -95,11 +98,16 @@ func (d *Deployer) ReloadFrontend(ctx context.Context, p Paths, out io.Writer) e
 		fmt.Fprintln(out, msg)
 		d.cfg.Log.Info().Str("process", p.Process).Str("exec_mode", m).Msg(msg)
 	}()
+	if pids := pm2PIDs(pm2Home(d.cfg.Env), p.Process); len(pids) > 0 {
+		done, took := make(chan struct{}), make(chan time.Duration, 1)
+		go func(start time.Time) { took <- watchGone(pids, start, done) }(time.Now())
+		defer func() { close(done); stop = Stop{Measured: true, Took: <-took} }()
+	}
 	args := append(append([]string{}, d.cfg.PM2[1:]...), "reload", p.Process)
 	d.cfg.Log.Info().Str("process", p.Process).Strs("cmd", append([]string{d.cfg.PM2[0]}, args...)).
 		Msgf("reload frontend: %s", strings.Join(append([]string{d.cfg.PM2[0]}, args...), " "))
 	var buf tail
-	err := d.cfg.Run(ctx, "", d.cfg.PM2[0], args, d.cfg.Env, d.cfg.StepTimeout, io.MultiWriter(out, &buf))
+	err = d.cfg.Run(ctx, "", d.cfg.PM2[0], args, d.cfg.Env, d.cfg.StepTimeout, io.MultiWriter(out, &buf))
 	if err != nil && ReloadLocked(buf.String()) {
 		args = append(args, "--force")
 		d.cfg.Log.Warn().Str("process", p.Process).Strs("cmd", append([]string{d.cfg.PM2[0]}, args...)).
@@ -107,9 +115,9 @@ func (d *Deployer) ReloadFrontend(ctx context.Context, p Paths, out io.Writer) e
 		err = d.cfg.Run(ctx, "", d.cfg.PM2[0], args, d.cfg.Env, d.cfg.StepTimeout, out)
 	}
 	if err != nil {
-		return fmt.Errorf("reload %s: %w", p.Process, err)
+		return stop, fmt.Errorf("reload %s: %w", p.Process, err)
 	}
-	return nil
+	return stop, nil
 }
 
 // ReloadLocked reports whether pm2's output says a reload was refused

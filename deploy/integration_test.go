@@ -164,10 +164,10 @@ func (r *realHost) swap(t *testing.T, next string) {
 func (r *realHost) restartBoth(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
-	if err := r.d.RestartBackend(ctx, r.p, testOut(t)); err != nil {
+	if _, err := r.d.RestartBackend(ctx, r.p, r.ports.Go, testOut(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.d.ReloadFrontend(ctx, r.p, testOut(t)); err != nil {
+	if _, err := r.d.ReloadFrontend(ctx, r.p, testOut(t)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -199,7 +199,7 @@ func TestRealSwapRollbackRestart(t *testing.T) {
 	// after another restart by hand.
 	c3 := r.build(t, sandbox.BackendVersion("v3", false), "v3")
 	r.swap(t, c3)
-	if err := r.d.RestartBackend(ctx, r.p, testOut(t)); err != nil {
+	if _, err := r.d.RestartBackend(ctx, r.p, r.ports.Go, testOut(t)); err != nil {
 		t.Fatal(err)
 	}
 	quick := New(Config{Systemctl: []string{"systemctl", "--user"}, Env: r.d.cfg.Env, HealthTimeout: 2 * time.Second, HealthInterval: 100 * time.Millisecond})
@@ -213,7 +213,7 @@ func TestRealSwapRollbackRestart(t *testing.T) {
 	if rel.Backend != c2 {
 		t.Fatalf("rolled back to %q, want %q", rel.Backend, c2)
 	}
-	if err := r.d.RestartBackend(ctx, r.p, testOut(t)); err != nil {
+	if _, err := r.d.RestartBackend(ctx, r.p, r.ports.Go, testOut(t)); err != nil {
 		t.Fatal(err)
 	}
 	// The frontend was not reloaded with v3: v2 is on disk and running.
@@ -239,7 +239,7 @@ func TestRealSwapRollbackRestart(t *testing.T) {
 
 	// A plain restart starts a new backend process that answers.
 	pid := r.sd.MainPID(r.p.Unit)
-	if err := r.d.RestartBackend(ctx, r.p, testOut(t)); err != nil {
+	if _, err := r.d.RestartBackend(ctx, r.p, r.ports.Go, testOut(t)); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.sd.MainPID(r.p.Unit); got == pid || got == 0 {
@@ -257,10 +257,10 @@ func TestRealRestartFailsForUnknownUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := New(Config{Systemctl: []string{"systemctl", "--user"}, Env: append(sd.Env(), pm.Env()...), StepTimeout: time.Minute})
-	if err := d.RestartBackend(context.Background(), p, io.Discard); err == nil || !strings.Contains(err.Error(), "tractstack-go@nosuch.service") {
+	if _, err := d.RestartBackend(context.Background(), p, 0, io.Discard); err == nil || !strings.Contains(err.Error(), "tractstack-go@nosuch.service") {
 		t.Fatalf("restart of a missing unit: %v", err)
 	}
-	if err := d.ReloadFrontend(context.Background(), p, io.Discard); err == nil || !strings.Contains(err.Error(), "astro-nosuch") {
+	if _, err := d.ReloadFrontend(context.Background(), p, io.Discard); err == nil || !strings.Contains(err.Error(), "astro-nosuch") {
 		t.Fatalf("reload of a missing process: %v", err)
 	}
 }

@@ -52,10 +52,10 @@ func TestServiceCommands(t *testing.T) {
 					}
 					return nil
 				}})
-			if err := d.RestartBackend(context.Background(), tc.p, io.Discard); err != nil {
+			if _, err := d.RestartBackend(context.Background(), tc.p, 0, io.Discard); err != nil {
 				t.Fatal(err)
 			}
-			if err := d.ReloadFrontend(context.Background(), tc.p, io.Discard); err != nil {
+			if _, err := d.ReloadFrontend(context.Background(), tc.p, io.Discard); err != nil {
 				t.Fatal(err)
 			}
 			jlist := strings.TrimSuffix(tc.reload, "reload "+tc.p.Process) + "jlist"

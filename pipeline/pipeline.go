@@ -45,8 +45,8 @@ type Deployer interface {
 	Swap(ctx context.Context, p deploy.Paths, b deploy.Build, next deploy.Release) error
 	Rollback(ctx context.Context, p deploy.Paths, jobID string) (deploy.Release, error)
 	MarkVerified(p deploy.Paths) error
-	RestartBackend(ctx context.Context, p deploy.Paths, out io.Writer) error
-	ReloadFrontend(ctx context.Context, p deploy.Paths, out io.Writer) error
+	RestartBackend(ctx context.Context, p deploy.Paths, port int, out io.Writer) (deploy.Stop, error)
+	ReloadFrontend(ctx context.Context, p deploy.Paths, out io.Writer) (deploy.Stop, error)
 	ProbeBackend(ctx context.Context, port int, tenants []string) []deploy.Observation
 	ProbeFrontend(ctx context.Context, p deploy.Paths, port int) []deploy.Observation
 	CheckBackend(ctx context.Context, p deploy.Paths, port int, tenants []string, before []deploy.Observation) (deploy.CheckResult, error)
@@ -400,7 +400,9 @@ func (t *target) markVerified() {
 func (t *target) backend(ctx context.Context, restart, health string) error {
 	d := t.pl.cfg.Deployer
 	if err := t.s.Step(ctx, restart, func(ctx context.Context, out io.Writer) error {
-		return d.RestartBackend(ctx, t.p, out)
+		stop, err := d.RestartBackend(ctx, t.p, t.ports.Go, out)
+		t.recordStop(restart, stop, out)
+		return err
 	}); err != nil {
 		return err
 	}
@@ -418,7 +420,9 @@ func (t *target) backend(ctx context.Context, restart, health string) error {
 func (t *target) frontend(ctx context.Context, reload, health string) error {
 	d := t.pl.cfg.Deployer
 	if err := t.s.Step(ctx, reload, func(ctx context.Context, out io.Writer) error {
-		return d.ReloadFrontend(ctx, t.p, out)
+		stop, err := d.ReloadFrontend(ctx, t.p, out)
+		t.recordStop(reload, stop, out)
+		return err
 	}); err != nil {
 		return err
 	}

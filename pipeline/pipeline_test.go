@@ -38,6 +38,7 @@ type fakeSession struct {
 	interrupt string
 	cancel    context.CancelFunc
 	errs      map[string]string // step → its error
+	stops     map[string]queue.Stop
 }
 
 func (s *fakeSession) Step(ctx context.Context, name string, fn func(context.Context, io.Writer) error) error {
@@ -85,6 +86,15 @@ func (s *fakeSession) Note(msg string) {
 }
 
 func (s *fakeSession) Log() *zerolog.Logger { return &s.log }
+
+func (s *fakeSession) RecordStop(step string, stop queue.Stop) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stops == nil {
+		s.stops = map[string]queue.Stop{}
+	}
+	s.stops[step] = stop
+}
 
 // stepList is the steps in the order they started, each run of
 // concurrent steps in plan order (canon).
@@ -197,7 +207,7 @@ func newHost(t *testing.T, withPorts bool) *host {
 		HealthTimeout:  300 * time.Millisecond,
 		HealthInterval: 10 * time.Millisecond,
 		Run: func(ctx context.Context, dir, name string, args, env []string, timeout time.Duration, out io.Writer) error {
-			if slices.Contains(args, "show") { // MainPID: this process serves the backend
+			if slices.Contains(args, "show") { // MainPID: this process serves the backend; not an action
 				fmt.Fprintln(out, os.Getpid())
 				return nil
 			}

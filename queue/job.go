@@ -90,4 +90,6 @@ type Step struct {
 	PeakMemoryKiB int64 `json:"peak_memory_kib,omitempty"`
 	// CPUMS is the CPU time (user + system) of the step's children.
 	CPUMS int64 `json:"cpu_ms,omitempty"`
+	// Stop, on a restart or reload step, is how the old process stopped.
+	Stop *Stop `json:"stop,omitempty"`
 }

@@ -31,6 +31,9 @@ type Session interface {
 	// Note records a decision on the job (Job.Notes), shown by status,
 	// and logs it.
 	Note(msg string)
+	// RecordStop records on the job's latest step of that name how the
+	// old process of a restarted or reloaded service stopped.
+	RecordStop(step string, stop queue.Stop)
 	// Log is the job's logger (job_id, target and command fields set).
 	Log() *zerolog.Logger
 }

@@ -171,6 +171,19 @@ func (s *session) Note(msg string) {
 	}
 }
 
+func (s *session) RecordStop(step string, stop queue.Stop) {
+	if err := s.r.cfg.Queue.Update(s.job.ID, func(j *queue.Job) {
+		for i := len(j.Steps) - 1; i >= 0; i-- {
+			if j.Steps[i].Name == step {
+				j.Steps[i].Stop = &stop
+				return
+			}
+		}
+	}); err != nil {
+		s.log.Error().Err(err).Str("step", step).Msg("record stop")
+	}
+}
+
 func (s *session) Step(ctx context.Context, name string, fn func(ctx context.Context, out io.Writer) error) error {
 	q := s.r.cfg.Queue
 	start := s.r.cfg.Now().UTC()

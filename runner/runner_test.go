@@ -160,3 +160,29 @@ func TestStepRecordsChildUsageAndNotes(t *testing.T) {
 		t.Fatalf("output = %q, %v", out, err)
 	}
 }
+
+func TestRecordStopLandsOnItsStep(t *testing.T) {
+	r, _ := setup(t, execFunc(func(ctx context.Context, job queue.Job, s Session) error {
+		for _, name := range []string{"restart-backend", "health-backend", "restart-backend"} {
+			if err := s.Step(ctx, name, func(ctx context.Context, out io.Writer) error {
+				if name == "restart-backend" {
+					s.RecordStop(name, queue.Stop{DurationMS: 612, Ended: true, OpenConns: 3})
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		s.RecordStop("reload-frontend", queue.Stop{DurationMS: 1}) // no such step: nothing recorded
+		return nil
+	}), 0)
+	job, _, err := r.RunNext(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := queue.Stop{DurationMS: 612, Ended: true, OpenConns: 3}
+	if len(job.Steps) != 3 || job.Steps[0].Stop == nil || *job.Steps[0].Stop != want || job.Steps[1].Stop != nil ||
+		job.Steps[2].Stop == nil || *job.Steps[2].Stop != want || job.Steps[2].State != queue.Succeeded {
+		t.Fatalf("steps %+v", job.Steps)
+	}
+}

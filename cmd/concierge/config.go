@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/tractstack/concierge/deploy"
 )
 
 // Config is everything concierge is told by flags and CONCIERGE_*
@@ -24,6 +26,7 @@ type Config struct {
 	FrontendUpdate string        // CONCIERGE_FRONTEND_UPDATE (set but empty: off)
 	StepTimeout    time.Duration // CONCIERGE_STEP_TIMEOUT
 	HealthTimeout  time.Duration // CONCIERGE_HEALTH_TIMEOUT
+	StopGrace      time.Duration // CONCIERGE_STOP_GRACE
 	KeepReleases   int           // CONCIERGE_KEEP_RELEASES
 	KeepJobs       int           // CONCIERGE_KEEP_JOBS
 	Systemctl      []string      // CONCIERGE_SYSTEMCTL, e.g. "sudo systemctl" or "systemctl --user"
@@ -52,6 +55,7 @@ func DefaultConfig() Config {
 		FrontendUpdate: "astro-tractstack",
 		StepTimeout:    15 * time.Minute,
 		HealthTimeout:  30 * time.Second,
+		StopGrace:      deploy.DefaultStopGrace,
 		KeepReleases:   3,
 		KeepJobs:       200,
 		Systemctl:      []string{"systemctl"},
@@ -119,7 +123,7 @@ func (c *Config) applyEnv(env map[string]string) error {
 		c.FrontendHealthPaths = v
 	}
 	for k, p := range map[string]*time.Duration{"CONCIERGE_STEP_TIMEOUT": &c.StepTimeout, "CONCIERGE_HEALTH_TIMEOUT": &c.HealthTimeout,
-		"CONCIERGE_HEALTH_REQUEST_TIMEOUT": &c.HealthRequestTimeout} {
+		"CONCIERGE_HEALTH_REQUEST_TIMEOUT": &c.HealthRequestTimeout, "CONCIERGE_STOP_GRACE": &c.StopGrace} {
 		if v := env[k]; v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil {
@@ -176,8 +180,8 @@ func (c *Config) Validate() error {
 	default:
 		return usageErr("--log-level %q: use debug, info, warn or error", c.LogLevel)
 	}
-	if c.StepTimeout <= 0 || c.HealthTimeout <= 0 || c.HealthRequestTimeout <= 0 {
-		return usageErr("CONCIERGE_STEP_TIMEOUT, CONCIERGE_HEALTH_TIMEOUT and CONCIERGE_HEALTH_REQUEST_TIMEOUT must be positive")
+	if c.StepTimeout <= 0 || c.HealthTimeout <= 0 || c.HealthRequestTimeout <= 0 || c.StopGrace <= 0 {
+		return usageErr("CONCIERGE_STEP_TIMEOUT, CONCIERGE_HEALTH_TIMEOUT, CONCIERGE_HEALTH_REQUEST_TIMEOUT and CONCIERGE_STOP_GRACE must be positive")
 	}
 	if c.KeepReleases < 1 {
 		return usageErr("CONCIERGE_KEEP_RELEASES must be at least 1 (rollback needs one previous release)")

@@ -31,6 +31,7 @@ func newPipeline(cfg *Config, log zerolog.Logger) (runner.Executor, recoverFunc,
 	d := deploy.New(deploy.Config{
 		Systemctl: cfg.Systemctl, PM2: cfg.PM2, HealthTimeout: cfg.HealthTimeout, Keep: cfg.KeepReleases,
 		RequestTimeout: cfg.HealthRequestTimeout, FrontendPaths: cfg.FrontendHealthPaths,
+		StopGrace:   cfg.StopGrace,
 		StepTimeout: cfg.StepTimeout, Env: env, Log: log.With().Str("component", "deploy").Logger(),
 	})
 	pl := pipeline.New(pipeline.Config{Home: cfg.Home, Builder: b, Deployer: d,

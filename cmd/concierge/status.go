@@ -115,6 +115,7 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 	tw.Flush()
 	for _, j := range done {
 		if j.State == queue.Succeeded && len(j.Warnings) == 0 {
+			writeStops(w, j)
 			continue
 		}
 		if j.Error != "" {
@@ -126,6 +127,7 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 		for _, n := range j.Notes {
 			fmt.Fprintf(w, "%s note: %s\n", j.ID, n)
 		}
+		writeStops(w, j)
 		for _, s := range j.Steps {
 			if s.State != queue.Failed || len(s.Tail) == 0 {
 				continue

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tractstack/concierge/deploy"
 	"github.com/tractstack/concierge/internal/testtool"
 	"github.com/tractstack/concierge/queue"
 )
@@ -358,7 +359,15 @@ func TestPolkitRule(t *testing.T) {
 		{manage, "t8k", map[string]string{"unit": "tractstack-go.service", "verb": "stop"}, false},
 		{manage, "t8k", map[string]string{"unit": "tractstack-go.service", "verb": "start"}, false},
 		{manage, "t8k", map[string]string{"unit": "tractstack-go@acme.service", "verb": "reload-or-restart"}, false},
-		{manage, "t8k", map[string]string{"unit": "tractstack-go.service", "verb": "kill"}, false},
+		{manage, "t8k", map[string]string{"unit": "tractstack-go.service", "verb": "kill"}, true},
+		{manage, "t8k", map[string]string{"unit": "tractstack-go@acme.service", "verb": "kill"}, true},
+		{manage, "t8k", map[string]string{"unit": "sshd.service", "verb": "kill"}, false},
+		{manage, "t8k", map[string]string{"unit": "t8k-build-watcher.service", "verb": "kill"}, false},
+		{manage, "t8k", map[string]string{"unit": "tractstack-go@a.service sshd.service", "verb": "kill"}, false},
+		{manage, "t8k", map[string]string{"unit": "tractstack-go-evil.service", "verb": "kill"}, false},
+		{manage, "t8k", map[string]string{"unit": "tractstack-go.service", "verb": "freeze"}, false},
+		{manage, "t8k", map[string]string{"unit": "tractstack-go.service", "verb": "clean"}, false},
+		{manage, "www-data", map[string]string{"unit": "tractstack-go.service", "verb": "kill"}, false},
 		{manage, "t8k", map[string]string{"unit": "tractstack-go@acme.service", "verb": "reset-failed"}, true},
 		{manage, "t8k", map[string]string{"unit": "sshd.service", "verb": "reset-failed"}, false},
 		{manage, "t8k", map[string]string{"unit": "tractstack-go.service"}, false},
@@ -513,6 +522,27 @@ func TestSudoersRule(t *testing.T) {
 		{[]string{"restart", "sshd.service"}, false, false},
 		{[]string{"--force", "restart", "tractstack-go.service"}, false, false},
 		{[]string{"restart"}, false, false},
+		// Ending an old backend held by open requests: SIGKILL, written as
+		// concierge writes it, to exactly one backend unit.
+		{[]string{"kill", "--signal", "SIGKILL", "tractstack-go.service"}, true, false},
+		{[]string{"kill", "--signal", "SIGKILL", "tractstack-go@acme.service"}, true, false},
+		{[]string{"kill", "--signal", "SIGKILL", "sshd.service"}, false, false},
+		{[]string{"kill", "--signal", "SIGKILL", "tractstack-go.service", "sshd.service"}, false, false},
+		{[]string{"kill", "--signal", "SIGKILL", "tractstack-go-evil.service"}, false, false},
+		{[]string{"kill", "--signal", "SIGKILL", "tractstack-go@../x.service"}, false, false},
+		{[]string{"kill", "--signal", "SIGSTOP", "tractstack-go.service"}, false, false},
+		{[]string{"kill", "--signal=SIGKILL", "tractstack-go.service"}, false, false},
+		{[]string{"kill", "tractstack-go.service"}, false, false},
+		{[]string{"kill", "--kill-whom", "all", "--signal", "SIGKILL", "tractstack-go.service"}, false, false},
+		{[]string{"kill", "--signal", "SIGKILL", "--kill-whom", "all", "tractstack-go.service"}, false, false},
+		{[]string{"kill", "--signal", "SIGKILL", "--", "sshd.service"}, false, false},
+		{[]string{"kill", "--signal", "SIGKILL", "tractstack-go.service", "--no-block"}, false, false},
+	}
+	// What concierge runs to end an old backend is what the rule allows.
+	for _, unit := range []string{"tractstack-go.service", "tractstack-go@acme.service"} {
+		if kill := strings.Join(deploy.KillArgs(unit), " "); !re.MatchString(kill) || !ereMatches(t, args, kill) {
+			t.Errorf("the rule does not allow concierge's %q", kill)
+		}
 	}
 	for _, tc := range tests {
 		s := strings.Join(tc.argv, " ")

@@ -11,7 +11,10 @@ import (
 // whitelist script reads. Its tenants are all active unless the file named
 // by SANDBOX_TENANTS_FILE (in the unit's environment) says otherwise (see
 // WriteTenants); a backend built unhealthy answers 503 for every tenant. On
-// a busy port it runs on without listening, as the real one does.
+// a busy port it runs on without listening, as the real one does. Like the
+// real backend it serves a server-sent-event stream (/api/v1/auth/sse) that
+// never ends by itself, and on SIGTERM closes its listener at once, waits
+// up to 30 s for open requests, then closes its "tenant manager" and exits.
 func backendFiles(version string, healthy bool) map[string]string {
 	return map[string]string{
 		"go.mod": "module tractstack-go\n\ngo 1.22\n",
@@ -19,6 +22,7 @@ func backendFiles(version string, healthy bool) map[string]string {
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -28,6 +32,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // tenants reads the file named by SANDBOX_TENANTS_FILE, when set and
@@ -111,6 +116,29 @@ func main() {
 	mux.HandleFunc("/api/v1/version", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, Version)
 	})
+	// One stream per visitor with a page open; it ends only when the
+	// visitor goes.
+	mux.HandleFunc("/api/v1/auth/sse", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl, _ := w.(http.Flusher)
+		fmt.Fprintf(w, "event: hello\ndata: %s\n\n", Version)
+		if fl != nil {
+			fl.Flush()
+		}
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+				fmt.Fprint(w, ": ping\n\n")
+				if fl != nil {
+					fl.Flush()
+				}
+			}
+		}
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:"+*port)
 	if err != nil {
 		// As the real backend: a busy port is logged, and the process
@@ -122,10 +150,29 @@ func main() {
 		return
 	}
 	fmt.Println("tractstack-go", Version, "listening on", ln.Addr())
-	if err := http.Serve(ln, mux); err != nil {
+	srv := &http.Server{Handler: mux}
+	stopped := make(chan struct{})
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		// Shutdown closes the listener at once, then waits for open
+		// requests, which streams never stop being.
+		fmt.Println("shutting down: waiting up to 30s for open requests")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			fmt.Println("shutdown:", err)
+		}
+		fmt.Println("closing tenant manager")
+		close(stopped)
+	}()
+	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		os.Exit(1)
 	}
+	<-stopped
+	fmt.Println("stopped")
 }
 `,
 		"cmd/tractstack-go/version.go":              versionGo(version, healthy),
