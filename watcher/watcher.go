@@ -152,8 +152,14 @@ func (w *Watcher) loop(ctx context.Context) {
 				lost = false
 				scan = true
 			}
+			var batch []File
 			if scan {
 				scan = false
+				claimed, err := Claimed(w.opts)
+				if err != nil {
+					w.log.Error().Err(err).Msg("read triggers left in the claim directory")
+				}
+				batch = claimed
 				if err := w.addAll(waiting); err != nil {
 					w.log.Error().Err(err).Msg("scan state directory")
 					if errors.Is(err, fs.ErrNotExist) {
@@ -163,7 +169,7 @@ func (w *Watcher) loop(ctx context.Context) {
 					}
 				}
 			}
-			batch := w.check(waiting)
+			batch = append(batch, w.check(waiting)...)
 			if len(batch) > 0 {
 				select {
 				case w.out <- batch:
