@@ -295,6 +295,13 @@ func canon(steps []string) []string {
 // sortBuilds is canon, under its older name.
 func sortBuilds(steps []string) []string { return canon(steps) }
 
+// waitStopped holds a fake build until the pipeline stops it because the
+// other build failed; then the build goes on (and fails as configured).
+func waitStopped(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
 func TestFailedBuildChangesNothing(t *testing.T) {
 	tests := []struct {
 		name string
@@ -303,9 +310,13 @@ func TestFailedBuildChangesNothing(t *testing.T) {
 	}{
 		{name: "backend", b: &fakeBuilder{version: "v2", backendFails: true}, want: "backend: go build"},
 		{name: "frontend", b: &fakeBuilder{version: "v2", frontendFails: true}, want: "frontend: pnpm build"},
-		// Whichever fails first stops the other, so the error names one
-		// or both; what matters is that nothing changed.
-		{name: "both", b: &fakeBuilder{version: "v2", backendFails: true, frontendFails: true}, want: "build failed, nothing live was changed: "},
+		// Both fail; which fails first decides the message, so each order
+		// is made certain: the later build waits for the first one's
+		// failure to stop it (ctx done), never for a time.
+		{name: "both", b: &fakeBuilder{version: "v2", backendFails: true, frontendFails: true,
+			buildFrontend: waitStopped}, want: "backend: go build"},
+		{name: "both, frontend first", b: &fakeBuilder{version: "v2", backendFails: true, frontendFails: true,
+			buildBackend: waitStopped}, want: "frontend: pnpm build"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
