@@ -668,3 +668,31 @@ func TestAPanickingBuildFailsTheJobNotConcierge(t *testing.T) {
 		t.Fatalf("live %q %q", b, d)
 	}
 }
+
+// TestFrontendPullMessageSaysWhatHappened: the pull message said
+// "(skipped false)" after every pull; now it names the commits, or why
+// the pull was skipped.
+func TestFrontendPullMessageSaysWhatHappened(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		res  builder.PullResult
+		want string
+	}{
+		{"pulled", builder.PullResult{Old: "aaa", New: "bbb"}, "frontend aaa -> bbb"},
+		{"skipped", builder.PullResult{Old: "aaa", New: "aaa", Skipped: true, Note: "not a git repository"},
+			"frontend pull skipped (not a git repository); stays at aaa"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, true)
+			var logs bytes.Buffer
+			pl := New(Config{Home: h.p.Home, Builder: &fakeBuilder{version: "v2", pullFrontend: tc.res}, Deployer: h.d, Log: zerolog.Nop()})
+			s := &fakeSession{log: zerolog.New(&logs)}
+			if err := pl.Execute(context.Background(), queue.Job{ID: "01TEST", Target: queue.MainTarget, Command: queue.CommandBuild, Tenants: []string{"default"}}, s); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(logs.String(), `"message":"`+tc.want+`"`) || strings.Contains(logs.String(), "(skipped ") {
+				t.Fatalf("log %s; want the message %q", logs.String(), tc.want)
+			}
+		})
+	}
+}
