@@ -27,6 +27,8 @@ type Watcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	rescan chan struct{}
+	// lastErr is the last read error logged (owned by the loop goroutine).
+	lastErr string
 }
 
 // Timing of the settle checks. The first check waits a moment so that a
@@ -211,8 +213,13 @@ func (w *Watcher) check(waiting map[string]bool) []File {
 		case errors.Is(err, fs.ErrNotExist):
 			delete(waiting, name)
 		case err != nil:
-			w.log.Error().Err(err).Str("trigger", name).Msg("read trigger; will try again")
+			// Retried every half second: say it once until it changes.
+			if err.Error() != w.lastErr {
+				w.lastErr = err.Error()
+				w.log.Error().Err(err).Str("trigger", name).Msg("read trigger; will try again")
+			}
 		case ok:
+			w.lastErr = ""
 			delete(waiting, name)
 			batch = append(batch, f)
 		}
