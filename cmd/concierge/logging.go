@@ -99,11 +99,12 @@ func safeConsole(w zerolog.ConsoleWriter) zerolog.ConsoleWriter {
 	return w
 }
 
-// redactWriter hides URL credentials in JSON log lines.
+// redactWriter hides URL credentials in JSON log lines and escapes the
+// control characters zerolog leaves raw (C1, line separators).
 type redactWriter struct{ w io.Writer }
 
 func (r redactWriter) Write(p []byte) (int, error) {
-	if _, err := r.w.Write([]byte(textsafe.Redact(string(p)))); err != nil {
+	if _, err := r.w.Write([]byte(textsafe.EscapeJSON(textsafe.Redact(string(p))))); err != nil {
 		return 0, err
 	}
 	return len(p), nil

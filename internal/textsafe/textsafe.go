@@ -91,3 +91,22 @@ func Redact(s string) string {
 		return m
 	})
 }
+
+// EscapeJSON escapes, in a line of JSON, what a JSON encoder may leave
+// raw but a terminal or a line-based reader may act on: C1 control
+// characters and the Unicode line and paragraph separators. They can
+// only occur inside strings, where \uXXXX is the same character.
+func EscapeJSON(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' }) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
+			fmt.Fprintf(&b, `\u%04x`, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

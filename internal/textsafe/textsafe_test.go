@@ -53,3 +53,11 @@ func TestClean(t *testing.T) {
 		t.Fatalf("Clean = %q", got)
 	}
 }
+
+func TestEscapeJSON(t *testing.T) {
+	in := `{"trigger":"build-\u001b` + "\u009b2J\u2028" + `.csv"}`
+	want := `{"trigger":"build-\u001b\u009b2J\u2028.csv"}`
+	if got := EscapeJSON(in); got != want {
+		t.Fatalf("EscapeJSON(%q) = %q, want %q", in, got, want)
+	}
+}
