@@ -20,6 +20,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/utils/merkletrie"
+
+	"github.com/tractstack/concierge/internal/textsafe"
 )
 
 // PullResult is what a pull did.
@@ -181,9 +183,12 @@ func (b *Builder) pull(ctx context.Context, dir string, out io.Writer, skipDirty
 	}
 
 	tracking := trackingRef(rc, bc.Merge)
+	// shown is the remote as it may be logged, recorded and returned:
+	// without the credentials an https remote may carry.
+	shown := textsafe.Redact(url)
 	auth, closeAuth, err := authFor(url, b.cfg.Env)
 	if err != nil {
-		return res, fmt.Errorf("authenticate to %s for %s: %w", url, dir, err)
+		return res, redacted(fmt.Errorf("authenticate to %s for %s: %w", shown, dir, err), url)
 	}
 	defer closeAuth()
 	fetchURL := url
@@ -191,8 +196,8 @@ func (b *Builder) pull(ctx context.Context, dir string, out io.Writer, skipDirty
 		// git resolves a relative path remote against the repository.
 		fetchURL = filepath.Join(dir, url)
 	}
-	log.Info().Str("remote", bc.Remote).Str("url", url).Str("branch", branch).Str("upstream", bc.Merge.String()).Msgf("fetch %s from %s", bc.Merge.Short(), url)
-	fmt.Fprintf(out, "fetching %s (%s) %s\n", bc.Remote, url, bc.Merge.Short())
+	log.Info().Str("remote", bc.Remote).Str("url", shown).Str("branch", branch).Str("upstream", bc.Merge.String()).Msgf("fetch %s from %s", bc.Merge.Short(), shown)
+	fmt.Fprintf(out, "fetching %s (%s) %s\n", bc.Remote, shown, bc.Merge.Short())
 	err = remote.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: bc.Remote,
 		RemoteURL:  fetchURL,
@@ -204,8 +209,8 @@ func (b *Builder) pull(ctx context.Context, dir string, out io.Writer, skipDirty
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return res, fmt.Errorf("fetch %s of %s: %w", bc.Remote, dir, ctxErr)
 		}
-		return res, fmt.Errorf("fetch %s (%s) of %s: %w; check that the remote is reachable and %s exists there, then retry",
-			bc.Remote, url, dir, err, bc.Merge.Short())
+		return res, redacted(fmt.Errorf("fetch %s (%s) of %s: %w; check that the remote is reachable and %s exists there, then retry",
+			bc.Remote, shown, dir, err, bc.Merge.Short()), url)
 	}
 	up, err := repo.Reference(tracking, true)
 	if err != nil {
@@ -431,4 +436,21 @@ func listFew(names []string, n int) string {
 		return strings.Join(names, ", ")
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
+}
+
+// redactedError is an error whose text had a remote's credentials taken
+// out; errors.Is and As still see the error it wraps.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redacted returns err with the credentials of url, and of any other URL
+// in its text (go-git's errors may quote the URL they fetched), hidden.
+func redacted(err error, url string) error {
+	msg := strings.ReplaceAll(err.Error(), url, textsafe.Redact(url))
+	return &redactedError{msg: textsafe.Redact(msg), err: err}
 }

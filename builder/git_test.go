@@ -1,9 +1,12 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -519,5 +522,36 @@ func TestPullFromARemoteThatNeverAnswersTimesOut(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the pull is still waiting on a remote that never answers")
+	}
+}
+
+// TestPullNeverShowsTheRemotesCredentials: an https remote with a user
+// and token in its URL fails to fetch (a loopback server answering 401);
+// neither the error, the step output nor the log holds the token.
+func TestPullNeverShowsTheRemotesCredentials(t *testing.T) {
+	t.Parallel()
+	h := newHome(t, sandbox.Options{})
+	src := h.BackendSrc("")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	url := strings.Replace(srv.URL, "http://", "http://deploy:s3cr3tTOKEN@", 1) + "/tractstack-go.git"
+	if err := sandbox.Git(context.Background(), src, "remote", "set-url", "origin", url); err != nil {
+		t.Fatal(err)
+	}
+	var logs, out bytes.Buffer
+	b := New(Config{Env: testEnv(), Log: zerolog.New(&logs)})
+	_, err := b.PullBackend(context.Background(), src, &out)
+	if err == nil {
+		t.Fatal("the pull succeeded against a server that refuses it")
+	}
+	for name, text := range map[string]string{"error": err.Error(), "output": out.String(), "log": logs.String()} {
+		if strings.Contains(text, "s3cr3tTOKEN") {
+			t.Errorf("%s holds the token: %s", name, text)
+		}
+	}
+	if !strings.Contains(err.Error(), "http://xxxxx:xxxxx@127.0.0.1") {
+		t.Errorf("error %q does not name the remote (redacted)", err)
 	}
 }

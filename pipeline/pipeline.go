@@ -164,8 +164,12 @@ func (t *target) build(ctx context.Context) error {
 		var err error
 		front, err = b.PullFrontend(ctx, t.p.FrontendSrc, out)
 		if err == nil {
-			fmt.Fprintf(out, "frontend %s -> %s (skipped %t)\n", front.Old, front.New, front.Skipped)
-			t.s.Log().Info().Str("old_commit", front.Old).Str("new_commit", front.New).Bool("skipped", front.Skipped).Msgf("frontend %s -> %s (skipped %t)", front.Old, front.New, front.Skipped)
+			msg := fmt.Sprintf("frontend %s -> %s", front.Old, front.New)
+			if front.Skipped {
+				msg = fmt.Sprintf("frontend pull skipped (%s); stays at %s", front.Note, front.Old)
+			}
+			fmt.Fprintln(out, msg)
+			t.s.Log().Info().Str("old_commit", front.Old).Str("new_commit", front.New).Bool("skipped", front.Skipped).Msg(msg)
 		}
 		return err
 	}); err != nil {

@@ -313,6 +313,13 @@ func canon(steps []string) []string {
 // sortBuilds is canon, under its older name.
 func sortBuilds(steps []string) []string { return canon(steps) }
 
+// waitStopped holds a fake build until the pipeline stops it because the
+// other build failed; then the build goes on (and fails as configured).
+func waitStopped(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
 func TestFailedBuildChangesNothing(t *testing.T) {
 	tests := []struct {
 		name string
@@ -321,9 +328,13 @@ func TestFailedBuildChangesNothing(t *testing.T) {
 	}{
 		{name: "backend", b: &fakeBuilder{version: "v2", backendFails: true}, want: "backend: go build"},
 		{name: "frontend", b: &fakeBuilder{version: "v2", frontendFails: true}, want: "frontend: pnpm build"},
-		// Whichever fails first stops the other, so the error names one
-		// or both; what matters is that nothing changed.
-		{name: "both", b: &fakeBuilder{version: "v2", backendFails: true, frontendFails: true}, want: "build failed, nothing live was changed: "},
+		// Both fail; which fails first decides the message, so each order
+		// is made certain: the later build waits for the first one's
+		// failure to stop it (ctx done), never for a time.
+		{name: "both", b: &fakeBuilder{version: "v2", backendFails: true, frontendFails: true,
+			buildFrontend: waitStopped}, want: "backend: go build"},
+		{name: "both, frontend first", b: &fakeBuilder{version: "v2", backendFails: true, frontendFails: true,
+			buildBackend: waitStopped}, want: "frontend: pnpm build"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -673,5 +684,33 @@ func TestAPanickingBuildFailsTheJobNotConcierge(t *testing.T) {
 	}
 	if b, d := h.live(t); b != "bin v1" || d != "dist v1" {
 		t.Fatalf("live %q %q", b, d)
+	}
+}
+
+// TestFrontendPullMessageSaysWhatHappened: the pull message said
+// "(skipped false)" after every pull; now it names the commits, or why
+// the pull was skipped.
+func TestFrontendPullMessageSaysWhatHappened(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		res  builder.PullResult
+		want string
+	}{
+		{"pulled", builder.PullResult{Old: "aaa", New: "bbb"}, "frontend aaa -> bbb"},
+		{"skipped", builder.PullResult{Old: "aaa", New: "aaa", Skipped: true, Note: "not a git repository"},
+			"frontend pull skipped (not a git repository); stays at aaa"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, true)
+			var logs bytes.Buffer
+			pl := New(Config{Home: h.p.Home, Builder: &fakeBuilder{version: "v2", pullFrontend: tc.res}, Deployer: h.d, Log: zerolog.Nop()})
+			s := &fakeSession{log: zerolog.New(&logs)}
+			if err := pl.Execute(context.Background(), queue.Job{ID: "01TEST", Target: queue.MainTarget, Command: queue.CommandBuild, Tenants: []string{"default"}}, s); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(logs.String(), `"message":"`+tc.want+`"`) || strings.Contains(logs.String(), "(skipped ") {
+				t.Fatalf("log %s; want the message %q", logs.String(), tc.want)
+			}
+		})
 	}
 }

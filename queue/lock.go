@@ -20,7 +20,7 @@ type Lock struct {
 
 // TryLock takes the run lock or returns ErrLocked at once.
 func TryLock(path string) (*Lock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, RecordMode)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tractstack/concierge/internal/atomicfile"
+	"github.com/tractstack/concierge/internal/textsafe"
 )
 
 // Config configures a Queue.
@@ -177,6 +178,16 @@ type Incoming struct {
 	Key    string
 	Data   []byte
 	Refuse string
+	// Path is where the file is (its claimed copy in the data directory);
+	// empty means StateDir/Name.
+	Path string
+}
+
+func (q *Queue) pathOf(f Incoming) string {
+	if f.Path != "" {
+		return f.Path
+	}
+	return filepath.Join(q.cfg.StateDir, f.Name)
 }
 
 // IntakeResult says what an intake did.
@@ -191,10 +202,13 @@ type IntakeResult struct {
 // SortArrival). Each job record is written durably before its trigger is
 // removed, so a crash in between leaves a trigger that the next intake
 // recognises and only removes. Rejected triggers are moved aside with
-// their reason and recorded as rejected jobs. An error here is an I/O
-// error on the data directory; triggers it did not finish stay in place,
-// and the queue reloads its records from disk, so what it holds in memory
-// never runs ahead of what is on disk.
+// their reason and recorded as rejected jobs. What goes wrong with one
+// trigger (it cannot be set aside or removed) is logged and recorded on
+// that trigger's job; the others are taken in all the same. An error here
+// is a job record that could not be written (the data directory): triggers
+// it did not finish stay where they are, and the queue reloads its records
+// from disk, so what it holds in memory never runs ahead of what is on
+// disk.
 func (q *Queue) Intake(files []Incoming) (res IntakeResult, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -212,8 +226,8 @@ func (q *Queue) Intake(files []Incoming) (res IntakeResult, err error) {
 
 	var (
 		touched  []*Job // records to write before any trigger goes
-		remove   []string
-		setAside = map[string]*Job{} // trigger name → its rejected record
+		remove   []Incoming
+		setAside = map[*Job]Incoming{} // rejected record → its trigger
 	)
 	touch := func(j *Job) {
 		if !slices.Contains(touched, j) {
@@ -226,9 +240,9 @@ func (q *Queue) Intake(files []Incoming) (res IntakeResult, err error) {
 		if ids, ok := q.byTrigger[id]; ok {
 			res.Known++
 			if j := q.find(ids[0]); j != nil && j.State == Rejected {
-				setAside[f.Name] = j
+				setAside[j] = f
 			} else {
-				remove = append(remove, f.Name)
+				remove = append(remove, f)
 			}
 			continue
 		}
@@ -241,7 +255,7 @@ func (q *Queue) Intake(files []Incoming) (res IntakeResult, err error) {
 				FinishedAt: &now, Error: err.Error(), Warnings: warnings, Tenants: []string{}, Steps: []Step{}}
 			q.add(j)
 			touch(j)
-			setAside[f.Name] = j
+			setAside[j] = f
 			res.Rejected = append(res.Rejected, j.ID)
 			q.cfg.Log.Error().Str("job_id", j.ID).Str("trigger", f.Name).Str("reason", j.Error).
 				Msg("trigger rejected and set aside: " + j.Error)
@@ -268,26 +282,40 @@ func (q *Queue) Intake(files []Incoming) (res IntakeResult, err error) {
 				Str("trigger", f.Name).Int("triggers", len(j.Triggers)).
 				Msgf("merged %s into pending job (%d triggers)", f.Name, len(j.Triggers))
 		}
-		remove = append(remove, f.Name)
+		remove = append(remove, f)
 	}
 	for _, j := range touched {
 		if err := q.store.Save(j); err != nil {
 			return res, err
 		}
 	}
-	for name, j := range setAside {
-		if err := q.setAside(name, j); err != nil {
-			return res, err
+	dirs := map[string]bool{}
+	for _, j := range sortedJobs(setAside) {
+		f := setAside[j]
+		dirs[filepath.Dir(q.pathOf(f))] = true
+		if err := q.setAside(f, j); err != nil {
+			// This trigger alone: say so on its record and go on.
+			q.cfg.Log.Error().Str("job_id", j.ID).Str("trigger", f.Name).Err(err).
+				Msg("rejected trigger could not be set aside; it stays where it is")
+			note := "not set aside: " + err.Error()
+			if !strings.Contains(j.Error, note) {
+				j.Error += " (" + note + ")"
+				if err := q.store.Save(j); err != nil {
+					return res, err
+				}
+			}
 		}
 	}
-	for _, name := range remove {
-		if err := os.Remove(filepath.Join(q.cfg.StateDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return res, fmt.Errorf("remove trigger %s: %w", name, err)
+	for _, f := range remove {
+		dirs[filepath.Dir(q.pathOf(f))] = true
+		if err := os.Remove(q.pathOf(f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			q.cfg.Log.Error().Str("trigger", f.Name).Err(err).
+				Msg("trigger taken in but not removed; it is recognised and not taken in twice")
 		}
 	}
-	if len(remove)+len(setAside) > 0 {
-		if err := atomicfile.SyncDir(q.cfg.StateDir); err != nil {
-			return res, err
+	for d := range dirs {
+		if err := atomicfile.SyncDir(d); err != nil {
+			q.cfg.Log.Warn().Err(err).Msg("sync trigger directory")
 		}
 	}
 	if len(res.Created)+len(res.Merged) > 0 {
@@ -303,21 +331,47 @@ func (q *Queue) parse(f Incoming) ([]Request, []string, error) {
 	return Parse(f.Name, f.Data, q.cfg.SiteExists)
 }
 
-// setAside moves a rejected trigger out of the state directory into
-// <data>/rejected, next to a file that states the reason. Rename moves a
-// link or a FIFO itself without opening it.
-func (q *Queue) setAside(name string, j *Job) error {
-	base := j.ID + "-" + name
-	reason := fmt.Sprintf("trigger: %s\njob: %s\nrejected: %s\nreason: %s\n", name, j.ID,
+// setAside moves a rejected trigger into <data>/rejected, next to a file
+// that states the reason. Rename moves a link or a FIFO itself without
+// opening it. The name there keeps at most maxAsideName bytes of the
+// trigger's name, so that it fits whatever the trigger was called.
+func (q *Queue) setAside(f Incoming, j *Job) error {
+	base := AsideName(j.ID, f.Name)
+	reason := fmt.Sprintf("trigger: %q\njob: %s\nrejected: %s\nreason: %s\n", f.Name, j.ID,
 		j.CreatedAt.UTC().Format(time.RFC3339Nano), j.Error)
-	if err := atomicfile.WriteFile(filepath.Join(q.store.RejectedDir(), base+".reason"), []byte(reason), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(q.store.RejectedDir(), base+".reason"), []byte(reason), 0o640); err != nil {
 		return fmt.Errorf("write rejection reason: %w", err)
 	}
-	err := os.Rename(filepath.Join(q.cfg.StateDir, name), filepath.Join(q.store.RejectedDir(), base))
+	err := os.Rename(q.pathOf(f), filepath.Join(q.store.RejectedDir(), base))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("set aside rejected trigger %s: %w", name, err)
+		return fmt.Errorf("set aside rejected trigger: %w", err)
 	}
 	return nil
+}
+
+// maxAsideName bounds the part of a trigger's name kept in the name of
+// its set-aside copy: with the job id, ".reason" and a temporary suffix
+// it stays well within the 255 bytes of a file name.
+const maxAsideName = 160
+
+// AsideName is the name a rejected trigger is set aside under:
+// <JOB>-<name>, the name cut to maxAsideName bytes.
+func AsideName(id, name string) string {
+	if len(name) > maxAsideName {
+		name = name[:maxAsideName]
+	}
+	return id + "-" + name
+}
+
+// sortedJobs is the keys of m in id order, so set-asides happen in a
+// stable order.
+func sortedJobs(m map[*Job]Incoming) []*Job {
+	out := make([]*Job, 0, len(m))
+	for j := range m {
+		out = append(out, j)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
 }
 
 // assign places one accepted trigger's requests: each merges into the
@@ -504,7 +558,7 @@ func (q *Queue) Finish(id string, runErr error) (Job, error) {
 			j.State = Succeeded
 		} else {
 			j.State = Failed
-			j.Error = runErr.Error()
+			j.Error = textsafe.Redact(runErr.Error())
 		}
 		markInterrupted(j, "not finished: the job ended first")
 		out = clone(j)

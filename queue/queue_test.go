@@ -509,3 +509,64 @@ func TestGroupIsWhatIntakeMakes(t *testing.T) {
 		t.Fatalf("intake made %d jobs, Group %d", n, len(want))
 	}
 }
+
+func TestATriggerThatCannotBeSetAsideIsRecordedAndTheOthersGoOn(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	rejected := filepath.Join(f.data, "rejected")
+	// The rejected directory is unusable: a file where it should be.
+	if err := os.Remove(rejected); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(rejected, nil, 0o644)
+	res, err := q.Intake([]Incoming{
+		f.drop("build-1.csv", "type=nope"),
+		f.drop("build-2.csv", "type=main,command=build"),
+	})
+	if err != nil {
+		t.Fatalf("intake stopped at one trigger: %v", err)
+	}
+	if len(res.Rejected) != 1 || len(res.Created) != 1 {
+		t.Fatalf("intake = %+v; want one rejected and one job", res)
+	}
+	jobs, _, _ := ReadStore(f.data).Load()
+	if len(jobs) != 2 || jobs[0].State != Rejected || !strings.Contains(jobs[0].Error, "not set aside: write rejection reason") {
+		t.Fatalf("records = %+v; want the rejected one to say it was not set aside", jobs)
+	}
+	if left := f.stateFiles(); !slices.Equal(left, []string{"build-1.csv"}) {
+		t.Fatalf("state dir holds %v; want only the trigger that could not be set aside", left)
+	}
+	// Taken in again later, it is recognised, and set aside once it can be.
+	os.Remove(rejected)
+	os.Mkdir(rejected, 0o750)
+	res, err = q.Intake([]Incoming{{Name: "build-1.csv", Data: []byte("type=nope")}})
+	if err != nil || res.Known != 1 || len(res.Rejected) != 0 {
+		t.Fatalf("second intake = %+v, %v", res, err)
+	}
+	if entries, _ := os.ReadDir(rejected); len(entries) != 2 {
+		t.Fatalf("rejected dir holds %d entries; want the trigger and its reason", len(entries))
+	}
+}
+
+func TestPruneRemovesASetAsideDirectory(t *testing.T) {
+	f := newFixture(t)
+	q := f.open()
+	os.MkdirAll(filepath.Join(f.state, "build-1.csv", "sub"), 0o755)
+	os.WriteFile(filepath.Join(f.state, "build-1.csv", "sub", "x"), nil, 0o644)
+	if _, err := q.Intake([]Incoming{{Name: "build-1.csv", Refuse: "is a directory"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		if _, err := q.Intake([]Incoming{f.drop(fmt.Sprintf("build-%d.csv", 10+i), "type=main,command=build")}); err != nil {
+			t.Fatal(err)
+		}
+		j, _, _ := q.Claim()
+		q.Finish(j.ID, nil)
+		if _, err := q.Prune(); err != nil {
+			t.Fatalf("prune %d: %v", i, err)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(f.data, "rejected")); len(entries) != 0 {
+		t.Fatalf("rejected dir still holds %d entries after its job was pruned", len(entries))
+	}
+}

@@ -25,15 +25,28 @@ type Store struct {
 const (
 	jobsDirName     = "jobs"
 	rejectedDirName = "rejected"
+	claimDirName    = "incoming"
+)
+
+// Modes of what the data directory holds: records and logs may name
+// hosts and paths, build output may hold anything a build printed.
+const (
+	DirMode    = 0o750
+	RecordMode = 0o640
+	OutputMode = 0o600
 )
 
 // OpenStore returns the store in dataDir, creating its directories.
 func OpenStore(dataDir string) (*Store, error) {
 	s := &Store{dir: dataDir}
-	for _, d := range []string{s.JobsDir(), s.RejectedDir()} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	for _, d := range []string{s.dir, s.JobsDir(), s.RejectedDir(), s.ClaimDir()} {
+		if err := os.MkdirAll(d, DirMode); err != nil {
 			return nil, fmt.Errorf("create data dir: %w", err)
 		}
+		// Directories made by an earlier version were world-readable.
+		// Best effort: a directory that cannot be changed now is reported
+		// by the first write that fails.
+		os.Chmod(d, DirMode) //nolint:errcheck
 	}
 	return s, nil
 }
@@ -51,6 +64,11 @@ func (s *Store) JobsDir() string { return filepath.Join(s.dir, jobsDirName) }
 // RejectedDir holds rejected triggers and the reasons they were rejected.
 func (s *Store) RejectedDir() string { return filepath.Join(s.dir, rejectedDirName) }
 
+// ClaimDir is where triggers are moved before they are read (see
+// watcher.Options.ClaimDir); what is left there was claimed by an intake
+// that did not finish.
+func (s *Store) ClaimDir() string { return filepath.Join(s.dir, claimDirName) }
+
 // OutputPath is where a job's step output is kept.
 func (s *Store) OutputPath(id string) string { return filepath.Join(s.JobsDir(), id+".log") }
 
@@ -62,7 +80,7 @@ func (s *Store) Save(j *Job) error {
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
-	if err := atomicfile.WriteFile(s.recordPath(j.ID), append(data, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(s.recordPath(j.ID), append(data, '\n'), RecordMode); err != nil {
 		return fmt.Errorf("save job %s: %w", j.ID, err)
 	}
 	return nil
@@ -123,11 +141,12 @@ func (s *Store) Load() (jobs []*Job, problems []error, err error) {
 }
 
 // Remove deletes a job's record and output, and for a rejected trigger
-// the file set aside and its reason.
+// what was set aside (a file, a link, a FIFO or a whole directory) and its
+// reason. A link is removed itself, never what it points to.
 func (s *Store) Remove(id string) error {
 	aside, _ := filepath.Glob(filepath.Join(s.RejectedDir(), id+"-*"))
-	for _, p := range append([]string{s.recordPath(id), s.OutputPath(id)}, aside...) {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	for _, p := range append(aside, s.OutputPath(id), s.recordPath(id)) {
+		if err := os.RemoveAll(p); err != nil {
 			return fmt.Errorf("remove job %s: %w", id, err)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tractstack/concierge/internal/textsafe"
 )
 
 // maxLine bounds one line of step output; a longer one is cut.
@@ -55,7 +57,9 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 }
 
 func (w *lineWriter) line(l string) {
-	l = strings.TrimRight(l, "\r")
+	// Colour codes and control characters in a tool's output must not
+	// reach the log, the record or a terminal that prints them later.
+	l = textsafe.Clean(strings.TrimRight(l, "\r"))
 	if len(l) > maxLine {
 		l = l[:maxLine] + " …"
 	}

@@ -71,7 +71,7 @@ func (r *Runner) RunNext(ctx context.Context) (job queue.Job, ran bool, err erro
 		return job, false, err
 	}
 	log := r.cfg.Log.With().Str("job_id", job.ID).Str("target", job.Target).Str("command", job.Command).Logger()
-	out, err := os.OpenFile(q.Store().OutputPath(job.ID), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	out, err := os.OpenFile(q.Store().OutputPath(job.ID), os.O_WRONLY|os.O_CREATE|os.O_APPEND, queue.OutputMode)
 	if err != nil {
 		_, _ = q.Requeue(job.ID, "could not open the output file")
 		return job, true, fmt.Errorf("open job output: %w", err)

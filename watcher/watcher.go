@@ -27,6 +27,8 @@ type Watcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	rescan chan struct{}
+	// lastErr is the last read error logged (owned by the loop goroutine).
+	lastErr string
 }
 
 // Timing of the settle checks. The first check waits a moment so that a
@@ -152,8 +154,14 @@ func (w *Watcher) loop(ctx context.Context) {
 				lost = false
 				scan = true
 			}
+			var batch []File
 			if scan {
 				scan = false
+				claimed, err := Claimed(w.opts)
+				if err != nil {
+					w.log.Error().Err(err).Msg("read triggers left in the claim directory")
+				}
+				batch = claimed
 				if err := w.addAll(waiting); err != nil {
 					w.log.Error().Err(err).Msg("scan state directory")
 					if errors.Is(err, fs.ErrNotExist) {
@@ -163,7 +171,7 @@ func (w *Watcher) loop(ctx context.Context) {
 					}
 				}
 			}
-			batch := w.check(waiting)
+			batch = append(batch, w.check(waiting)...)
 			if len(batch) > 0 {
 				select {
 				case w.out <- batch:
@@ -205,8 +213,13 @@ func (w *Watcher) check(waiting map[string]bool) []File {
 		case errors.Is(err, fs.ErrNotExist):
 			delete(waiting, name)
 		case err != nil:
-			w.log.Error().Err(err).Str("trigger", name).Msg("read trigger; will try again")
+			// Retried every half second: say it once until it changes.
+			if err.Error() != w.lastErr {
+				w.lastErr = err.Error()
+				w.log.Error().Err(err).Str("trigger", name).Msg("read trigger; will try again")
+			}
 		case ok:
+			w.lastErr = ""
 			delete(waiting, name)
 			batch = append(batch, f)
 		}

@@ -2,6 +2,7 @@ package watcher
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,4 +184,75 @@ func TestWatcherRescanFindsFiles(t *testing.T) {
 		names = append(names, e.Name())
 	}
 	collect(t, w, names...)
+}
+
+func TestReadClaimsTheFileBeforeReadingIt(t *testing.T) {
+	dir, claim := t.TempDir(), t.TempDir()
+	o := opts(dir)
+	o.ClaimDir = claim
+	o.Now = func() time.Time { return time.Now().Add(time.Hour) }
+	path := filepath.Join(dir, "build-1.csv")
+	os.WriteFile(path, []byte("first"), 0o644)
+	f, settled, err := Read(o, "build-1.csv")
+	if err != nil || !settled || string(f.Data) != "first" || filepath.Dir(f.Path) != claim {
+		t.Fatalf("Read = %+v, %v, %v; want the content, claimed into %s", f, settled, err, claim)
+	}
+	// The producer writes the same name again: a new file, not the claimed one.
+	os.WriteFile(path, []byte("second"), 0o644)
+	if data, _ := os.ReadFile(f.Path); string(data) != "first" {
+		t.Fatalf("the claimed file changed to %q", data)
+	}
+	g, _, err := Read(o, "build-1.csv")
+	if err != nil || string(g.Data) != "second" || g.Key == f.Key || g.Path == f.Path {
+		t.Fatalf("second Read = %+v, %v; want the new file with its own key", g, err)
+	}
+	// A claimed file left by a crash is read again, with the same key.
+	left, err := Claimed(o)
+	if err != nil || len(left) != 2 {
+		t.Fatalf("Claimed = %+v, %v", left, err)
+	}
+	for _, c := range left {
+		if c.Name != "build-1.csv" || (c.Key != f.Key && c.Key != g.Key) {
+			t.Fatalf("claimed file %+v; want build-1.csv with the key it was claimed under", c)
+		}
+	}
+}
+
+func TestReadClaimsWhatItRefusesAndCutsLongNames(t *testing.T) {
+	dir, claim := t.TempDir(), t.TempDir()
+	o := opts(dir)
+	o.ClaimDir = claim
+	os.Symlink("/etc/passwd", filepath.Join(dir, "build-link.csv"))
+	long := "build-" + strings.Repeat("y", 240) + ".csv"
+	os.WriteFile(filepath.Join(dir, long), []byte(strings.Repeat("x", 65)), 0o644)
+	files, unsettled, err := Scan(o)
+	if err != nil || len(unsettled) != 0 || len(files) != 2 {
+		t.Fatalf("Scan = %+v, %v, %v", files, unsettled, err)
+	}
+	for _, f := range files {
+		if f.Refuse == "" || filepath.Dir(f.Path) != claim || len(f.Name) > 180 {
+			t.Errorf("file %+v; want refused, claimed, its name at most 180 bytes", f)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("state dir still holds %d entries", len(entries))
+	}
+	if st, err := os.Lstat(filepath.Join(claim, filepath.Base(files[0].Path))); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was not moved as a link: %v", err)
+	}
+}
+
+func TestAClaimDirThatCannotBeWrittenStopsTheScan(t *testing.T) {
+	dir := t.TempDir()
+	o := opts(dir)
+	o.ClaimDir = filepath.Join(t.TempDir(), "file")
+	os.WriteFile(o.ClaimDir, nil, 0o644) // a file where the directory should be
+	o.Now = func() time.Time { return time.Now().Add(time.Hour) }
+	os.WriteFile(filepath.Join(dir, "build-1.csv"), []byte("x"), 0o644)
+	if _, _, err := Scan(o); !errors.Is(err, ErrClaimDir) {
+		t.Fatalf("Scan err = %v; want ErrClaimDir", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "build-1.csv")); err != nil {
+		t.Fatalf("the trigger went: %v", err)
+	}
 }

@@ -106,8 +106,12 @@ func (c *Config) applyEnv(env map[string]string) error {
 	if v, ok := env["CONCIERGE_FRONTEND_UPDATE"]; ok {
 		c.FrontendUpdate = strings.TrimSpace(v)
 	}
-	if v := env["CONCIERGE_GO_BUILD_FLAGS"]; v != "" {
-		c.GoBuildFlags = strings.Fields(v)
+	if v := env["CONCIERGE_GO_BUILD_FLAGS"]; strings.TrimSpace(v) != "" {
+		flags, err := splitWords(v)
+		if err != nil {
+			return usageErr("CONCIERGE_GO_BUILD_FLAGS=%q: %v", v, err)
+		}
+		c.GoBuildFlags = flags
 	}
 	for k, p := range map[string]*[]string{"CONCIERGE_SYSTEMCTL": &c.Systemctl, "CONCIERGE_PM2": &c.PM2} {
 		if v := strings.Fields(env[k]); len(v) > 0 {

@@ -131,8 +131,7 @@ func (d *demo) run(ctx context.Context, base *Config) error {
 	}
 	logs := newLogger(&cfg, nil, d.out, true)
 	defer logs.Close()
-	log := logs.log.With().Str("component", "concierge").Logger()
-	svc, err := openService(ctx, &cfg, log, nil)
+	svc, err := openService(ctx, &cfg, logs.log, nil)
 	if err != nil {
 		return err
 	}

@@ -15,9 +15,9 @@ type recoverFunc func(ctx context.Context) ([]string, error)
 // newExecutor builds what runs a job: the build pipeline, or the test
 // executor in a binary built with -tags concierge_fake (which has
 // nothing to recover).
-func newExecutor(cfg *Config, log zerolog.Logger) (runner.Executor, recoverFunc, error) {
+func newExecutor(cfg *Config, base zerolog.Logger) (runner.Executor, recoverFunc, error) {
 	if fake := fakeExecutor(cfg); fake != nil {
 		return fake, nil, nil
 	}
-	return newPipeline(cfg, log)
+	return newPipeline(cfg, base)
 }

@@ -23,7 +23,8 @@ import (
 // driven end to end without git or go. Its directory is
 // CONCIERGE_FAKE_DIR: it appends one JSON line per job to runs.jsonl;
 // while a file named gate exists there, a job holds in its step after
-// creating running-<id>; a target listed in fail-targets fails.
+// creating running-<id>; a target listed in fail-targets fails; the
+// content of a file named say is printed as step output.
 func fakeExecutor(cfg *Config) runner.Executor {
 	dir := envMap(cfg.Env)["CONCIERGE_FAKE_DIR"]
 	if dir == "" {
@@ -62,6 +63,9 @@ func (f *fake) Execute(ctx context.Context, job queue.Job, s runner.Session) err
 	}
 	err := s.Step(ctx, "fake-build", func(ctx context.Context, out io.Writer) error {
 		fmt.Fprintf(out, "building %s for %s\n", job.Target, strings.Join(job.Tenants, ","))
+		if say, err := os.ReadFile(filepath.Join(f.dir, "say")); err == nil {
+			fmt.Fprintf(out, "%s\n", say) // what a tool printed, as it printed it
+		}
 		gate := filepath.Join(f.dir, "gate")
 		if _, err := os.Stat(gate); err == nil {
 			if err := os.WriteFile(filepath.Join(f.dir, "running-"+job.ID), nil, 0o644); err != nil {

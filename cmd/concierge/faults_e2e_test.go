@@ -345,40 +345,6 @@ func fdReadOnly(t *testing.T, dir string) (undo func()) {
 	return undo
 }
 
-// TestFaultDataDirNotWritable: job records cannot be written. run exits
-// with an error naming the failed write, the trigger stays in state/; once
-// the fault is gone, a run processes it.
-func TestFaultDataDirNotWritable(t *testing.T) {
-	h := newHome(t)
-	jobsDir := filepath.Join(h.dir, "concierge", "jobs")
-	if err := os.MkdirAll(jobsDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	undo := fdReadOnly(t, jobsDir)
-	h.drop("build-1.csv", "type=main,command=build")
-	_, stderr, code := h.concierge("run")
-	if code != 1 || !strings.Contains(stderr, "save job") || !strings.Contains(stderr, "read-only file system") {
-		t.Fatalf("run with a read-only jobs dir: exit %d, want 1 with a clear error:\n%s", code, stderr)
-	}
-	if left := h.stateEntries(); !slices.Equal(left, []string{"build-1.csv"}) {
-		t.Fatalf("state dir holds %v; want the trigger kept", left)
-	}
-	if n := len(h.runs()); n != 0 {
-		t.Fatalf("%d job(s) ran without a record", n)
-	}
-	undo()
-	if _, stderr, code := h.concierge("run"); code != 0 {
-		t.Fatalf("run after the fault: exit %d:\n%s", code, stderr)
-	}
-	if ends := h.ends(); len(ends) != 1 || !slices.Equal(ends[0].Triggers, []string{"build-1.csv"}) {
-		t.Fatalf("ran %+v; want one job of build-1.csv", ends)
-	}
-	fdEveryTriggerOnce(t, h.status(), []string{"build-1.csv"})
-	if left := h.stateEntries(); len(left) != 0 {
-		t.Fatalf("state dir still holds %v", left)
-	}
-}
-
 // TestFaultStateDirRecreatedWhileWatching: the state directory is removed
 // and made again under a running watch; triggers dropped in the new one
 // are processed (the watcher re-arms and rescans).
@@ -448,7 +414,7 @@ func TestFaultInotifyOverflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped = false
-	eventually(t, "every trigger to be taken in", 2*time.Minute, func() bool { return len(h.stateEntries()) == 0 })
+	eventually(t, "every trigger to be taken in", 2*time.Minute, h.allTakenIn)
 	eventually(t, "the jobs to finish", time.Minute, func() bool {
 		for _, j := range fdJobs(filepath.Join(h.dir, "concierge")) {
 			if j.State == queue.Pending || j.State == queue.Running {

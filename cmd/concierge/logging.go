@@ -13,6 +13,8 @@ import (
 	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
+
+	"github.com/tractstack/concierge/internal/textsafe"
 )
 
 // logSetup is the logger and what must be closed with it.
@@ -49,9 +51,9 @@ func newLogger(c *Config, env map[string]string, stderr io.Writer, withFile bool
 			primary = stderr
 		}
 	case "console":
-		primary = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05", NoColor: !isTerminal(stderr)}
+		primary = safeConsole(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05", NoColor: !isTerminal(stderr)})
 	default:
-		primary = stderr
+		primary = redactWriter{stderr}
 	}
 	setup := &logSetup{}
 	writers := []io.Writer{primary}
@@ -60,7 +62,7 @@ func newLogger(c *Config, env map[string]string, stderr io.Writer, withFile bool
 			fmt.Fprintf(stderr, "concierge: cannot append to %s (%v); logging there is off\n", c.LogFile(), err)
 		} else {
 			setup.closers = append(setup.closers, f)
-			writers = append(writers, zerolog.ConsoleWriter{Out: f, NoColor: true, TimeFormat: "2006-01-02T15:04:05.000Z07:00"})
+			writers = append(writers, safeConsole(zerolog.ConsoleWriter{Out: f, NoColor: true, TimeFormat: "2006-01-02T15:04:05.000Z07:00"}))
 		}
 	}
 	var w io.Writer = primary
@@ -69,6 +71,43 @@ func newLogger(c *Config, env map[string]string, stderr io.Writer, withFile bool
 	}
 	setup.log = zerolog.New(w).Level(level).With().Timestamp().Logger()
 	return setup
+}
+
+// component derives a part's logger from the base logger, which has no
+// component field. Loggers are always derived from the base, never from
+// another part's logger: zerolog appends fields, so a second component
+// would be a second "component" key in the same JSON object.
+func component(base zerolog.Logger, name string) zerolog.Logger {
+	return base.With().Str("component", name).Logger()
+}
+
+// safeConsole makes a console writer print messages and field values with
+// control characters escaped and URL credentials redacted, so a trigger
+// name holding a newline cannot forge a line of concierge.log and one
+// holding escape sequences cannot drive the reader's terminal. (The JSON
+// encoder escapes control characters itself.)
+func safeConsole(w zerolog.ConsoleWriter) zerolog.ConsoleWriter {
+	safe := func(i any) string {
+		if i == nil {
+			return ""
+		}
+		return textsafe.Escape(textsafe.Redact(fmt.Sprint(i)))
+	}
+	w.FormatMessage = safe
+	w.FormatErrFieldValue = safe
+	w.FormatFieldValue = safe
+	return w
+}
+
+// redactWriter hides URL credentials in JSON log lines and escapes the
+// control characters zerolog leaves raw (C1, line separators).
+type redactWriter struct{ w io.Writer }
+
+func (r redactWriter) Write(p []byte) (int, error) {
+	if _, err := r.w.Write([]byte(textsafe.EscapeJSON(textsafe.Redact(string(p))))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func autoFormat(env map[string]string, stderr io.Writer) string {
@@ -108,7 +147,7 @@ func openLogFile(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create log dir: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("open log file: %w", err)
 	}
@@ -169,12 +208,12 @@ func journalEntry(p []byte, identifier string) (string, journal.Priority, map[st
 		}
 		switch v := v.(type) {
 		case string:
-			vars[key] = v
+			vars[key] = textsafe.Escape(textsafe.Redact(v))
 		case json.Number:
 			vars[key] = v.String()
 		default:
 			b, _ := json.Marshal(v)
-			vars[key] = string(b)
+			vars[key] = textsafe.Redact(string(b))
 		}
 	}
 	if step, ok := ev["step"].(string); ok && ev["output"] == true {
@@ -183,7 +222,7 @@ func journalEntry(p []byte, identifier string) (string, journal.Priority, map[st
 	if e, ok := ev[zerolog.ErrorFieldName].(string); ok && !strings.Contains(msg, e) {
 		msg += ": " + e
 	}
-	return msg, prio, vars, nil
+	return textsafe.Escape(textsafe.Redact(msg)), prio, vars, nil
 }
 
 // journalKey maps a zerolog field name to a journal field name: upper

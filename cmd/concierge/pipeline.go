@@ -15,27 +15,28 @@ import (
 	"github.com/tractstack/concierge/runner"
 )
 
-// newPipeline wires the build pipeline (builder and deploy) for cfg.
+// newPipeline wires the build pipeline (builder and deploy) for cfg. base
+// has no component field: builder, deploy and pipeline add their own.
 // Children get concierge's environment with HOME, GOCACHE and the usual Go
 // and pnpm locations on PATH filled in: a systemd service starts with
 // almost none of them.
-func newPipeline(cfg *Config, log zerolog.Logger) (runner.Executor, recoverFunc, error) {
-	env := builder.ChildEnv(cfg.Env, cfg.Home)
+func newPipeline(cfg *Config, base zerolog.Logger) (runner.Executor, recoverFunc, error) {
+	env := noColor(builder.ChildEnv(cfg.Env, cfg.Home))
 	// Build children carry the owner mark, so the next concierge can end
 	// any that outlive a SIGKILL. Deploy children do not: `pm2 reload` may
 	// start pm2's daemon, which must outlive concierge.
 	b := builder.New(builder.Config{
 		Env: builder.WithOwner(env, cfg.DataDir), StepTimeout: cfg.StepTimeout, GoBuildFlags: cfg.GoBuildFlags,
-		FrontendUpdate: cfg.FrontendUpdate, Log: log.With().Str("component", "builder").Logger(),
+		FrontendUpdate: cfg.FrontendUpdate, Log: base,
 	})
 	d := deploy.New(deploy.Config{
 		Systemctl: cfg.Systemctl, PM2: cfg.PM2, HealthTimeout: cfg.HealthTimeout, Keep: cfg.KeepReleases,
 		RequestTimeout: cfg.HealthRequestTimeout, FrontendPaths: cfg.FrontendHealthPaths,
 		StopGrace:   cfg.StopGrace,
-		StepTimeout: cfg.StepTimeout, Env: env, Log: log.With().Str("component", "deploy").Logger(),
+		StepTimeout: cfg.StepTimeout, Env: env, Log: base,
 	})
 	pl := pipeline.New(pipeline.Config{Home: cfg.Home, Builder: b, Deployer: d,
-		Log:       log.With().Str("component", "pipeline").Logger(),
+		Log:       base,
 		Resources: buildResources(cfg)})
 	recoverAll := func(ctx context.Context) ([]string, error) { return d.RecoverAll(ctx, cfg.Home) }
 	return pl, recoverAll, nil
@@ -103,4 +104,17 @@ func planProbes(cfg *Config, job queue.Job) []string {
 			cfg.HealthTimeout, min(cfg.HealthRequestTimeout, cfg.HealthTimeout/3)),
 	}
 	return out
+}
+
+// noColor sets NO_COLOR=1 (and drops FORCE_COLOR, which some tools let
+// win over it) in a child environment: step output is recorded and
+// logged, where colour codes are noise.
+func noColor(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k != "NO_COLOR" && k != "FORCE_COLOR" {
+			out = append(out, kv)
+		}
+	}
+	return append(out, "NO_COLOR=1")
 }

@@ -113,7 +113,7 @@ func TestTriggersDuringARunningJobMakeOneFollowUp(t *testing.T) {
 	for i := 2; i <= 30; i++ {
 		h.drop(fmt.Sprintf("build-%02d.csv", i), fmt.Sprintf("type=main,tenant=tenant-%02d,command=build", i))
 	}
-	eventually(t, "the triggers to be taken in", 20*time.Second, func() bool { return len(h.stateEntries()) == 0 })
+	eventually(t, "the triggers to be taken in", 20*time.Second, h.allTakenIn)
 	// status works while the other concierge runs.
 	jobs := h.status()
 	if len(jobs) != 2 || jobs[0].ID != first || jobs[0].State != queue.Running || jobs[1].State != queue.Pending || len(jobs[1].Triggers) != 29 {

@@ -20,9 +20,9 @@ func runCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 	defer stop()
 	logs := newLogger(cfg, envMap(cfg.Env), a.Stderr, true)
 	defer logs.Close()
-	log := logs.log.With().Str("component", "concierge").Logger()
+	log := component(logs.log, "concierge")
 
-	svc, err := openService(ctx, cfg, log, nil)
+	svc, err := openService(ctx, cfg, logs.log, nil)
 	if err != nil {
 		return err
 	}

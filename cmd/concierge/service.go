@@ -23,20 +23,26 @@ import (
 type service struct {
 	cfg    *Config
 	log    zerolog.Logger
+	base   zerolog.Logger // without a component, for parts that add their own
 	lock   *queue.Lock
 	q      *queue.Queue
 	runner *runner.Runner
 	read   watcher.Options
+	// ignored holds the .csv names in state/ that are not triggers and
+	// were already logged, so each is logged once.
+	ignored map[string]bool
 }
 
 // openService takes the run lock (waiting for another concierge to finish)
 // and opens the queue, which re-queues a job a dead process left running.
-func openService(ctx context.Context, cfg *Config, log zerolog.Logger, onStatus func(string)) (*service, error) {
+// base is the logger without a component: each part gets its own from it.
+func openService(ctx context.Context, cfg *Config, base zerolog.Logger, onStatus func(string)) (*service, error) {
+	log := component(base, "concierge")
 	st, err := os.Stat(cfg.StateDir())
 	if err != nil || !st.IsDir() {
 		return nil, usageErr("state directory %s does not exist (is --home right? create it with: mkdir -p %s)", cfg.StateDir(), cfg.StateDir())
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, queue.DirMode); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	lockPath := cfg.LockPath()
@@ -55,13 +61,13 @@ func openService(ctx context.Context, cfg *Config, log zerolog.Logger, onStatus 
 	}
 	q, err := queue.Open(queue.Config{
 		DataDir: cfg.DataDir, StateDir: cfg.StateDir(), Keep: cfg.KeepJobs,
-		SiteExists: siteChecker(cfg.Home), Log: log.With().Str("component", "queue").Logger(),
+		SiteExists: siteChecker(cfg.Home), Log: component(base, "queue"),
 	})
 	if err != nil {
 		lock.Release()
 		return nil, err
 	}
-	exec, recoverAll, err := newExecutor(cfg, log)
+	exec, recoverAll, err := newExecutor(cfg, base)
 	if err != nil {
 		lock.Release()
 		return nil, err
@@ -81,12 +87,20 @@ func openService(ctx context.Context, cfg *Config, log zerolog.Logger, onStatus 
 		}
 	}
 	r := runner.New(runner.Config{Queue: q, Executor: exec, OnStatus: onStatus,
-		Log: log.With().Str("component", "runner").Logger()})
-	return &service{cfg: cfg, log: log, lock: lock, q: q, runner: r, read: readOptions(cfg)}, nil
+		Log: component(base, "runner")})
+	svc := &service{cfg: cfg, log: log, base: base, lock: lock, q: q, runner: r, read: readOptions(cfg), ignored: map[string]bool{}}
+	if !sameFileSystem(cfg.StateDir(), q.Store().ClaimDir()) {
+		log.Warn().Str("state_dir", cfg.StateDir()).Str("data_dir", cfg.DataDir).
+			Msg("the state directory and the data directory are on different file systems: triggers are read in place " +
+				"instead of being claimed by a rename first, so a trigger rewritten under the same name while it is " +
+				"taken in can be lost; put the data directory on the state directory's file system")
+	}
+	return svc, nil
 }
 
 func readOptions(cfg *Config) watcher.Options {
-	return watcher.Options{Dir: cfg.StateDir(), Match: queue.IsTriggerName, MaxSize: queue.MaxTriggerSize}
+	return watcher.Options{Dir: cfg.StateDir(), Match: queue.IsTriggerName, MaxSize: queue.MaxTriggerSize,
+		ClaimDir: queue.ReadStore(cfg.DataDir).ClaimDir()}
 }
 
 // siteChecker reports whether <home>/sites/<site> is a directory. The site
@@ -105,7 +119,7 @@ func siteChecker(home string) queue.SiteChecker {
 func (s *service) intake(files []watcher.File) (queue.IntakeResult, error) {
 	in := make([]queue.Incoming, len(files))
 	for i, f := range files {
-		in[i] = queue.Incoming{Name: f.Name, Key: f.Key, Data: f.Data, Refuse: f.Refuse}
+		in[i] = queue.Incoming{Name: f.Name, Key: f.Key, Data: f.Data, Refuse: f.Refuse, Path: f.Path}
 	}
 	res, err := s.q.Intake(in)
 	if err != nil {
@@ -140,20 +154,34 @@ type summary struct {
 
 // drain takes in every trigger and runs every queued job, one at a time,
 // scanning again after each job so that triggers that arrived meanwhile
-// are taken in by the same run; it returns when a scan finds nothing and
-// nothing is pending. A trigger still being written is waited for.
+// are taken in by the same run; it returns when a scan finds nothing new
+// and nothing is pending. A trigger still being written is waited for.
+// When the data directory cannot be written, nothing can be taken in: it
+// says so and tries again with a growing pause (up to maxRetryWait)
+// rather than exit and be started again at once by the path unit.
 func (s *service) drain(ctx context.Context) (summary, error) {
 	var sum summary
 	wait := 20 * time.Millisecond
+	retry := firstRetryWait
 	for {
+		s.noteIgnored()
 		files, unsettled, err := watcher.Scan(s.read)
-		if err != nil {
-			return sum, fmt.Errorf("scan for triggers: %w", err)
+		var res queue.IntakeResult
+		if err == nil {
+			res, err = s.intake(files)
 		}
-		res, err := s.intake(files)
 		if err != nil {
-			return sum, fmt.Errorf("take in triggers: %w", err)
+			s.log.Error().Err(err).Dur("retry_in", retry).
+				Msgf("cannot take in triggers; trying again in %s (the triggers are kept)", retry)
+			select {
+			case <-ctx.Done():
+				return sum, &exitError{code: exitFailed, err: errors.New("interrupted")}
+			case <-time.After(retry):
+			}
+			retry = min(retry*2, maxRetryWait)
+			continue
 		}
+		retry = firstRetryWait
 		sum.rejected += len(res.Rejected)
 		job, ran, err := s.runner.RunNext(ctx)
 		if errors.Is(err, runner.ErrInterrupted) {
@@ -185,8 +213,33 @@ func (s *service) drain(ctx context.Context) (summary, error) {
 			wait = min(wait*2, 500*time.Millisecond)
 			continue
 		}
-		if len(files) == 0 && s.q.Pending() == 0 {
+		// Files that came to nothing new (taken in before, and stuck where
+		// they are) do not keep the run going.
+		if len(res.Created)+len(res.Merged)+len(res.Rejected) == 0 && s.q.Pending() == 0 {
 			return sum, nil
 		}
+	}
+}
+
+// How long drain waits before it tries again to take triggers in when the
+// data directory cannot be written.
+const (
+	firstRetryWait = time.Second
+	maxRetryWait   = 5 * time.Minute
+)
+
+// noteIgnored logs, once per name, each file in state/ that ends in .csv
+// but is not a trigger, with the name concierge expects.
+func (s *service) noteIgnored() {
+	names, err := queue.IgnoredFiles(s.cfg.StateDir())
+	if err != nil {
+		return // the scan that follows reports it
+	}
+	for _, n := range names {
+		if s.ignored[n] {
+			continue
+		}
+		s.ignored[n] = true
+		s.log.Warn().Str("file", n).Msg(queue.IgnoredWhy(n))
 	}
 }

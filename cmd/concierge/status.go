@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tractstack/concierge/internal/textsafe"
 	"github.com/tractstack/concierge/queue"
 	"github.com/tractstack/concierge/runner"
 )
@@ -42,7 +43,20 @@ func statusCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 		return enc.Encode(map[string]any{"jobs": list})
 	}
 	writeStatus(a.Stdout, jobs, recent, time.Now(), orphaned(cfg, jobs))
+	writeIgnored(a.Stdout, cfg.StateDir())
 	return nil
+}
+
+// writeIgnored lists the .csv files in state/ that are not triggers, with
+// the name concierge expects.
+func writeIgnored(w io.Writer, stateDir string) {
+	names, err := queue.IgnoredFiles(stateDir)
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		fmt.Fprintf(w, "IGNORED  %s\n", textsafe.Escape(queue.IgnoredWhy(n)))
+	}
 }
 
 // writeStatus prints the readable status: the running job with its step
@@ -50,6 +64,9 @@ func statusCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 // tail of a failed step's output.
 func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orphaned bool) {
 	var running, pending, done []*queue.Job
+	// What records hold came partly from outside (trigger names, errors,
+	// build output): escape it so it cannot drive the terminal.
+	e := textsafe.Escape
 	for _, j := range jobs {
 		switch j.State {
 		case queue.Running:
@@ -73,10 +90,10 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 		}
 		if orphaned {
 			fmt.Fprintf(w, "STOPPED  %s  %s %s  at step %s: no concierge is running it (it died or was killed); "+
-				"it runs again at the next start, e.g. concierge run\n", j.ID, j.Command, j.Target, step)
+				"it runs again at the next start, e.g. concierge run\n", j.ID, e(j.Command), e(j.Target), e(step))
 			continue
 		}
-		fmt.Fprintf(w, "RUNNING  %s  %s %s  step %s for %s  (job %s)\n", j.ID, j.Command, j.Target, step,
+		fmt.Fprintf(w, "RUNNING  %s  %s %s  step %s for %s  (job %s)\n", j.ID, e(j.Command), e(j.Target), e(step),
 			elapsed(since, now), elapsed(j.StartedAt, now))
 		for _, n := range j.Notes {
 			fmt.Fprintf(w, "  %s\n", n)
@@ -88,8 +105,8 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 	fmt.Fprintf(w, "PENDING  %d\n", len(pending))
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, j := range pending {
-		fmt.Fprintf(tw, "  %s\t%s %s\ttenants %s\t%d trigger(s)\tsince %s\n", j.ID, j.Command, j.Target,
-			strings.Join(j.Tenants, ","), len(j.Triggers), j.CreatedAt.Local().Format("2006-01-02 15:04:05"))
+		fmt.Fprintf(tw, "  %s\t%s %s\ttenants %s\t%d trigger(s)\tsince %s\n", j.ID, e(j.Command), e(j.Target),
+			e(strings.Join(j.Tenants, ",")), len(j.Triggers), j.CreatedAt.Local().Format("2006-01-02 15:04:05"))
 	}
 	tw.Flush()
 	if len(done) > recent {
@@ -110,7 +127,7 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 		if what == "" {
 			what = strings.Join(j.Triggers, ",")
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", j.ID, strings.ToUpper(string(j.State)), what, when, took, peakMemory(j))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", j.ID, strings.ToUpper(string(j.State)), e(what), when, took, peakMemory(j))
 	}
 	tw.Flush()
 	for _, j := range done {
@@ -119,10 +136,10 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 			continue
 		}
 		if j.Error != "" {
-			fmt.Fprintf(w, "\n%s %s: %s\n", j.ID, j.State, j.Error)
+			fmt.Fprintf(w, "\n%s %s: %s\n", j.ID, j.State, e(textsafe.Redact(j.Error)))
 		}
 		for _, warn := range j.Warnings {
-			fmt.Fprintf(w, "%s warning: %s\n", j.ID, warn)
+			fmt.Fprintf(w, "%s warning: %s\n", j.ID, e(textsafe.Redact(warn)))
 		}
 		for _, n := range j.Notes {
 			fmt.Fprintf(w, "%s note: %s\n", j.ID, n)
@@ -136,9 +153,9 @@ func writeStatus(w io.Writer, jobs []*queue.Job, recent int, now time.Time, orph
 			if len(tail) > 10 {
 				tail = tail[len(tail)-10:]
 			}
-			fmt.Fprintf(w, "  last output of step %s:\n", s.Name)
+			fmt.Fprintf(w, "  last output of step %s:\n", e(s.Name))
 			for _, l := range tail {
-				fmt.Fprintf(w, "    | %s\n", l)
+				fmt.Fprintf(w, "    | %s\n", e(textsafe.Redact(l)))
 			}
 		}
 	}

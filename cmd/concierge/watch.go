@@ -27,10 +27,10 @@ func watchCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 	defer stop()
 	logs := newLogger(cfg, envMap(cfg.Env), a.Stderr, true)
 	defer logs.Close()
-	log := logs.log.With().Str("component", "concierge").Logger()
+	log := component(logs.log, "concierge")
 	notify := sdNotifier(log)
 
-	svc, err := openService(sigCtx, cfg, log, func(s string) { notify("STATUS=" + s) })
+	svc, err := openService(sigCtx, cfg, logs.log, func(s string) { notify("STATUS=" + s) })
 	if err != nil {
 		if sigCtx.Err() != nil {
 			log.Info().Msg("stopped while waiting for the run lock")
@@ -40,7 +40,7 @@ func watchCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 	}
 	defer svc.close()
 
-	w := watcher.New(svc.read, log)
+	w := watcher.New(svc.read, logs.log)
 	if err := w.Start(sigCtx); err != nil {
 		return err
 	}
