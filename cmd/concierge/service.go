@@ -27,6 +27,7 @@ type service struct {
 	q      *queue.Queue
 	runner *runner.Runner
 	read   watcher.Options
+	report *reporter
 }
 
 // openService takes the run lock (waiting for another concierge to finish)
@@ -80,9 +81,12 @@ func openService(ctx context.Context, cfg *Config, log zerolog.Logger, onStatus 
 			log.Error().Err(err).Msg("recover interrupted deploys; each target's next job tries again")
 		}
 	}
+	rep := newReporter(cfg, q, log)
+	exec = reportingExecutor{inner: exec, changed: rep.changed}
 	r := runner.New(runner.Config{Queue: q, Executor: exec, OnStatus: onStatus,
 		Log: log.With().Str("component", "runner").Logger()})
-	return &service{cfg: cfg, log: log, lock: lock, q: q, runner: r, read: readOptions(cfg)}, nil
+	rep.changed()
+	return &service{cfg: cfg, log: log, lock: lock, q: q, runner: r, read: readOptions(cfg), report: rep}, nil
 }
 
 func readOptions(cfg *Config) watcher.Options {
@@ -111,7 +115,19 @@ func (s *service) intake(files []watcher.File) (queue.IntakeResult, error) {
 	if err != nil {
 		s.log.Error().Err(err).Msg("intake failed; the triggers stay in place and are tried again")
 	}
+	s.report.intake(res)
 	return res, err
+}
+
+// runNext runs the next pending job (see runner.RunNext); once it has
+// run, old records are pruned and the job's end is reported.
+func (s *service) runNext(ctx context.Context) (queue.Job, bool, error) {
+	job, ran, err := s.runner.RunNext(ctx)
+	if ran {
+		s.prune()
+		s.report.jobDone(ctx, job)
+	}
+	return job, ran, err
 }
 
 // prune drops old job records and logs how many.
@@ -155,7 +171,7 @@ func (s *service) drain(ctx context.Context) (summary, error) {
 			return sum, fmt.Errorf("take in triggers: %w", err)
 		}
 		sum.rejected += len(res.Rejected)
-		job, ran, err := s.runner.RunNext(ctx)
+		job, ran, err := s.runNext(ctx)
 		if errors.Is(err, runner.ErrInterrupted) {
 			s.log.Warn().Msg("stopped by a signal; the interrupted job is pending again")
 			return sum, &exitError{code: exitFailed, err: errors.New("interrupted")}
@@ -165,7 +181,6 @@ func (s *service) drain(ctx context.Context) (summary, error) {
 		}
 		if ran {
 			wait = 20 * time.Millisecond
-			s.prune()
 			sum.jobs = append(sum.jobs, job)
 			if job.State == queue.Succeeded {
 				sum.succeeded++

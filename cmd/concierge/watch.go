@@ -90,7 +90,7 @@ func watchCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 func runJobs(ctx context.Context, svc *service, log zerolog.Logger) {
 	for ctx.Err() == nil {
 		changed := svc.q.Changed() // before looking, so no wake-up is lost
-		_, ran, err := svc.runner.RunNext(ctx)
+		_, ran, err := svc.runNext(ctx)
 		switch {
 		case errors.Is(err, runner.ErrInterrupted):
 			return
@@ -102,7 +102,6 @@ func runJobs(ctx context.Context, svc *service, log zerolog.Logger) {
 			case <-time.After(5 * time.Second):
 			}
 		case ran:
-			svc.prune()
 		default:
 			select {
 			case <-ctx.Done():

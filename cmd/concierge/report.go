@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tractstack/concierge/queue"
+	"github.com/tractstack/concierge/report"
+	"github.com/tractstack/concierge/runner"
+)
+
+// reporter keeps the status file (and, when configured, the metrics
+// file) in step with the job records. A report that cannot be written is
+// logged; it never fails a job.
+type reporter struct {
+	home   string
+	q      *queue.Queue
+	status *report.StatusFile
+	log    zerolog.Logger
+	now    func() time.Time
+
+	mu sync.Mutex // one snapshot and write at a time
+}
+
+func newReporter(cfg *Config, q *queue.Queue, log zerolog.Logger) *reporter {
+	return &reporter{home: cfg.Home, q: q, log: log.With().Str("component", "report").Logger(), now: time.Now,
+		status: report.NewStatusFile(filepath.Join(cfg.DataDir, report.StatusFileName))}
+}
+
+// snapshot is the job records and the live releases now.
+func (r *reporter) snapshot() report.Snapshot {
+	jobs := r.q.Jobs()
+	live, problems := report.ReadLive(r.home, jobs)
+	for _, p := range problems {
+		r.log.Warn().Err(p).Msg("status and metrics leave out a live release")
+	}
+	return report.Snapshot{Jobs: jobs, Live: live}
+}
+
+// changed rewrites the status file if what it says changed: a job was
+// queued, claimed, started or ended a step, or ended.
+func (r *reporter) changed() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.writeStatus(r.snapshot())
+}
+
+func (r *reporter) writeStatus(s report.Snapshot) {
+	if err := r.status.Write(report.BuildStatus(s, r.now())); err != nil {
+		r.log.Warn().Err(err).Str("path", r.status.Path()).Msg("status file not updated")
+	}
+}
+
+// intake reports what an intake did.
+func (r *reporter) intake(res queue.IntakeResult) {
+	if len(res.Created)+len(res.Merged)+len(res.Rejected) > 0 {
+		r.changed()
+	}
+}
+
+// jobDone reports a job that ended (or went back to pending).
+func (r *reporter) jobDone(_ context.Context, _ queue.Job) {
+	r.changed()
+}
+
+// reportingExecutor tells the reporter when a job starts and when each
+// of its steps starts and ends, so the status file follows the job
+// without the runner or the pipeline knowing of it.
+type reportingExecutor struct {
+	inner   runner.Executor
+	changed func()
+}
+
+func (e reportingExecutor) Execute(ctx context.Context, job queue.Job, s runner.Session) error {
+	e.changed()
+	return e.inner.Execute(ctx, job, reportingSession{Session: s, changed: e.changed})
+}
+
+type reportingSession struct {
+	runner.Session
+	changed func()
+}
+
+func (s reportingSession) Step(ctx context.Context, name string, fn func(ctx context.Context, out io.Writer) error) error {
+	err := s.Session.Step(ctx, name, func(ctx context.Context, out io.Writer) error {
+		s.changed() // the step is recorded as running by now
+		return fn(ctx, out)
+	})
+	s.changed()
+	return err
+}
