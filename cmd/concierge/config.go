@@ -27,6 +27,8 @@ type Config struct {
 	Systemctl      []string      // CONCIERGE_SYSTEMCTL, e.g. "sudo systemctl" or "systemctl --user"
 	PM2            []string      // CONCIERGE_PM2
 	SyslogID       string        // CONCIERGE_SYSLOG_IDENTIFIER
+	MetricsFile    string        // CONCIERGE_METRICS_FILE; "" is off
+	MetricsAddr    string        // CONCIERGE_METRICS_ADDR (watch); "" is off
 
 	// Env is concierge's own environment, handed to children.
 	Env []string
@@ -77,6 +79,8 @@ func (c *Config) applyEnv(env map[string]string) error {
 		"CONCIERGE_LOG_FORMAT":        &c.LogFormat,
 		"CONCIERGE_LOG_LEVEL":         &c.LogLevel,
 		"CONCIERGE_SYSLOG_IDENTIFIER": &c.SyslogID,
+		"CONCIERGE_METRICS_FILE":      &c.MetricsFile,
+		"CONCIERGE_METRICS_ADDR":      &c.MetricsAddr,
 	}
 	for k, p := range str {
 		if v, ok := env[k]; ok && v != "" {
@@ -161,7 +165,7 @@ func (c *Config) Validate() error {
 	if c.KeepJobs < 1 {
 		return usageErr("CONCIERGE_KEEP_JOBS must be at least 1")
 	}
-	return nil
+	return c.validateReports()
 }
 
 // StateDir is where triggers arrive.

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/tractstack/concierge/queue"
@@ -21,15 +22,17 @@ type reporter struct {
 	home   string
 	q      *queue.Queue
 	status *report.StatusFile
-	log    zerolog.Logger
-	now    func() time.Time
+	// metrics is the metrics file; "" when off.
+	metrics string
+	log     zerolog.Logger
+	now     func() time.Time
 
 	mu sync.Mutex // one snapshot and write at a time
 }
 
 func newReporter(cfg *Config, q *queue.Queue, log zerolog.Logger) *reporter {
 	return &reporter{home: cfg.Home, q: q, log: log.With().Str("component", "report").Logger(), now: time.Now,
-		status: report.NewStatusFile(filepath.Join(cfg.DataDir, report.StatusFileName))}
+		status: report.NewStatusFile(filepath.Join(cfg.DataDir, report.StatusFileName)), metrics: cfg.MetricsFile}
 }
 
 // snapshot is the job records and the live releases now.
@@ -56,16 +59,47 @@ func (r *reporter) writeStatus(s report.Snapshot) {
 	}
 }
 
-// intake reports what an intake did.
+// all rewrites the status file and the metrics file.
+func (r *reporter) all() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.snapshot()
+	r.writeStatus(s)
+	r.writeMetrics(s)
+}
+
+func (r *reporter) writeMetrics(s report.Snapshot) {
+	if r.metrics == "" {
+		return
+	}
+	if err := report.WriteMetricsFile(r.metrics, s); err != nil {
+		r.log.Warn().Err(err).Str("path", r.metrics).Msg("metrics file not updated")
+	}
+}
+
+// intake reports what an intake did: a rejected trigger counts in the
+// metrics.
 func (r *reporter) intake(res queue.IntakeResult) {
-	if len(res.Created)+len(res.Merged)+len(res.Rejected) > 0 {
+	switch {
+	case len(res.Rejected) > 0:
+		r.all()
+	case len(res.Created)+len(res.Merged) > 0:
 		r.changed()
 	}
 }
 
 // jobDone reports a job that ended (or went back to pending).
 func (r *reporter) jobDone(_ context.Context, _ queue.Job) {
-	r.changed()
+	r.all()
+}
+
+// gatherer serves the metrics of the records as they are at each scrape.
+func (r *reporter) gatherer() prometheus.Gatherer {
+	return report.Gatherer(func() report.Snapshot {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.snapshot()
+	})
 }
 
 // reportingExecutor tells the reporter when a job starts and when each

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tractstack/concierge/deploy"
 	"github.com/tractstack/concierge/internal/sandbox"
@@ -46,6 +47,8 @@ func startStatusReader(path string) *statusReader {
 			default:
 			}
 			r.read()
+			time.Sleep(time.Millisecond) // the machine is shared; thousands of reads per job remain
+
 		}
 	}()
 	return r
@@ -115,7 +118,12 @@ func sawInOrder(states []string, want ...string) bool {
 }
 
 func TestReportsE2E(t *testing.T) {
-	h := pe2eStart(t, true)
+	prom := filepath.Join(t.TempDir(), "textfile", "concierge.prom")
+	if err := os.MkdirAll(filepath.Dir(prom), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := &pe2eHost{startLiveHost(t, liveOptions{installs: []string{""}, frontendIsClone: true,
+		env: []string{"CONCIERGE_HEALTH_TIMEOUT=10s", "CONCIERGE_STEP_TIMEOUT=2m", "CONCIERGE_LOG_FORMAT=json", "CONCIERGE_METRICS_FILE=" + prom}})}
 	p := h.paths("")
 	data := filepath.Join(h.sb.Dir, "concierge")
 
@@ -164,6 +172,45 @@ func TestReportsE2E(t *testing.T) {
 		if st.Job == nil || st.Job.ID != j.ID || st.Job.Result != "rolled-back" || !strings.Contains(st.Job.Error, "rolled back to") ||
 			main.Live == nil || main.Live.BackendCommit != before.Backend {
 			t.Fatalf("status.json after the rollback:\n%s\nrelease before %+v", pe2eJSON(st), before)
+		}
+	})
+	t.Run("the metrics file matches the job records", func(t *testing.T) {
+		data, err := os.ReadFile(prom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mfs := parseProm(t, data)
+		jobs := h.jobs()
+		if len(jobs) != 3 {
+			t.Fatalf("want 3 jobs, have %s", pe2eJSON(jobs))
+		}
+		last := jobs[2]
+		cur, _, _ := deploy.Current(p)
+		want := []promWant{
+			{"concierge_jobs", []string{"target=main", "command=build", "result=succeeded"}, 1},
+			{"concierge_jobs", []string{"target=main", "command=build", "result=failed"}, 1},
+			{"concierge_jobs", []string{"target=main", "command=build", "result=rolled-back"}, 1},
+			{"concierge_rollbacks", []string{"target=main"}, 1},
+			{"concierge_rejected_triggers", nil, 0},
+			{"concierge_jobs_pending", nil, 0},
+			{"concierge_last_job_succeeded", []string{"target=main"}, 0},
+			{"concierge_last_job_duration_seconds", []string{"target=main"}, last.FinishedAt.Sub(*last.StartedAt).Seconds()},
+			{"concierge_last_job_finish_timestamp_seconds", []string{"target=main"}, float64(last.FinishedAt.UnixNano()) / 1e9},
+			{"concierge_last_success_timestamp_seconds", []string{"target=main"}, float64(jobs[0].FinishedAt.UnixNano()) / 1e9},
+			{"concierge_live_release_info", []string{"target=main", "release=" + cur.ID, "backend_commit=" + cur.Backend, "frontend_commit=" + cur.Frontend}, 1},
+		}
+		for _, s := range last.Steps {
+			want = append(want, promWant{"concierge_last_job_step_duration_seconds", []string{"target=main", "step=" + s.Name}, float64(s.DurationMS) / 1000})
+		}
+		checkProm(t, mfs, data, want)
+		if n := len(mfs["concierge_last_job_step_duration_seconds"].GetMetric()); n != len(last.Steps) {
+			t.Fatalf("%d step durations, the last job has %d steps:\n%s", n, len(last.Steps), data)
+		}
+		if fi, err := os.Stat(prom); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Fatalf("metrics file mode: %v %v", fi, err)
+		}
+		if left := dirNames(t, filepath.Dir(prom)); len(left) != 1 {
+			t.Fatalf("the textfile directory holds %v; want the metrics file alone", left)
 		}
 	})
 }

@@ -1,13 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/tractstack/concierge/queue"
 	"github.com/tractstack/concierge/report"
 )
 
@@ -83,5 +94,131 @@ func TestStatusFileFollowsTheQueue(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(data, report.StatusFileName))
 	if err != nil || fi.Mode().Perm() != 0o644 {
 		t.Fatalf("status.json mode %v (%v), want 0644", fi.Mode().Perm(), err)
+	}
+}
+
+// parseProm parses the Prometheus text format as Prometheus and
+// node_exporter's textfile collector do.
+func parseProm(t testing.TB, data []byte) map[string]*dto.MetricFamily {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("the metrics do not parse: %v\n%s", err, data)
+	}
+	return mfs
+}
+
+// promWant is one sample a test expects: its name, some of its labels
+// (name=value) and its value.
+type promWant struct {
+	name   string
+	labels []string
+	value  float64
+}
+
+// checkProm checks every wanted sample against mfs.
+func checkProm(t testing.TB, mfs map[string]*dto.MetricFamily, data []byte, want []promWant) {
+	t.Helper()
+	for _, w := range want {
+		got, ok := promValue(mfs, w.name, w.labels...)
+		if !ok || math.Abs(got-w.value) > 1e-6 {
+			t.Errorf("%s%v = %v (present %t), want %v", w.name, w.labels, got, ok, w.value)
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("metrics:\n%s", data)
+	}
+}
+
+func promValue(mfs map[string]*dto.MetricFamily, name string, want ...string) (float64, bool) {
+next:
+	for _, m := range mfs[name].GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for _, kv := range want {
+			k, v, _ := strings.Cut(kv, "=")
+			if have[k] != v {
+				continue next
+			}
+		}
+		return m.GetGauge().GetValue(), true
+	}
+	return 0, false
+}
+
+// TestMetricsInWatchMode serves the metrics on loopback while watch runs,
+// and writes the same to the metrics file, a rejected trigger included.
+func TestMetricsInWatchMode(t *testing.T) {
+	h := newHome(t)
+	prom := filepath.Join(h.dir, "textfile", "concierge.prom")
+	if err := os.MkdirAll(filepath.Dir(prom), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", loopbackPorts(t, 1)[0])
+	env := append(h.env(), "CONCIERGE_METRICS_FILE="+prom, "CONCIERGE_METRICS_ADDR="+addr)
+	watch := startProc(t, bins.fake, env, "watch")
+	h.drop("build-1.csv", "type=main,tenant=default,command=build")
+	h.drop("build-2.csv", "type=nonsense")
+	eventually(t, "the job to end", 20*time.Second, func() bool { return len(h.ends()) == 1 })
+	jobs := h.status()
+	want := []promWant{
+		{"concierge_jobs", []string{"target=main", "command=build", "result=succeeded"}, 1},
+		{"concierge_rejected_triggers", nil, 1},
+		{"concierge_last_job_succeeded", []string{"target=main"}, 1},
+	}
+	for _, j := range jobs {
+		if j.State == queue.Succeeded {
+			want = append(want, promWant{"concierge_last_success_timestamp_seconds", []string{"target=main"}, float64(j.FinishedAt.UnixNano()) / 1e9})
+		}
+	}
+	var served []byte
+	waitFor(t, "the metrics endpoint to show the job", 10*time.Second, func() (bool, string) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		served, _ = io.ReadAll(resp.Body)
+		v, ok := promValue(parseProm(t, served), "concierge_jobs", "result=succeeded")
+		return ok && v == 1, string(served)
+	})
+	checkProm(t, parseProm(t, served), served, want)
+	file, err := os.ReadFile(prom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProm(t, parseProm(t, file), file, want)
+	watch.cmd.Process.Signal(syscall.SIGTERM)
+	if code := waitExit(t, watch); code != 0 {
+		t.Fatalf("watch exit %d:\n%s", code, watch.out.String())
+	}
+	if _, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		t.Fatal("the metrics endpoint still answers after watch stopped")
+	}
+}
+
+func TestMetricsSettings(t *testing.T) {
+	for _, c := range []struct {
+		file, addr string
+		ok         bool
+	}{
+		{"", "", true},
+		{"/var/lib/node_exporter/textfile_collector/concierge.prom", "127.0.0.1:9469", true},
+		{"", "localhost:9469", true},
+		{"", "[::1]:9469", true},
+		{"concierge.prom", "", false},
+		{"", "0.0.0.0:9469", false},
+		{"", ":9469", false},
+		{"", "192.0.2.1:9469", false},
+		{"", "127.0.0.1", false},
+	} {
+		cfg := DefaultConfig()
+		cfg.MetricsFile, cfg.MetricsAddr = c.file, c.addr
+		if err := cfg.Validate(); (err == nil) != c.ok {
+			t.Errorf("file %q addr %q: error %v, want ok %t", c.file, c.addr, err, c.ok)
+		}
 	}
 }

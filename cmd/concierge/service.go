@@ -85,7 +85,7 @@ func openService(ctx context.Context, cfg *Config, log zerolog.Logger, onStatus 
 	exec = reportingExecutor{inner: exec, changed: rep.changed}
 	r := runner.New(runner.Config{Queue: q, Executor: exec, OnStatus: onStatus,
 		Log: log.With().Str("component", "runner").Logger()})
-	rep.changed()
+	rep.all()
 	return &service{cfg: cfg, log: log, lock: lock, q: q, runner: r, read: readOptions(cfg), report: rep}, nil
 }
 

@@ -39,6 +39,13 @@ func watchCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 		return err
 	}
 	defer svc.close()
+	if cfg.MetricsAddr != "" {
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, svc.report.gatherer(), log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 
 	w := watcher.New(svc.read, log)
 	if err := w.Start(sigCtx); err != nil {
