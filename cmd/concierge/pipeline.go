@@ -8,6 +8,7 @@ import (
 
 	"github.com/tractstack/concierge/builder"
 	"github.com/tractstack/concierge/deploy"
+	"github.com/tractstack/concierge/hooks"
 	"github.com/tractstack/concierge/pipeline"
 	"github.com/tractstack/concierge/queue"
 	"github.com/tractstack/concierge/runner"
@@ -30,7 +31,9 @@ func newPipeline(cfg *Config, log zerolog.Logger) (runner.Executor, recoverFunc,
 		Systemctl: cfg.Systemctl, PM2: cfg.PM2, HealthTimeout: cfg.HealthTimeout, Keep: cfg.KeepReleases,
 		StepTimeout: cfg.StepTimeout, Env: env, Log: log.With().Str("component", "deploy").Logger(),
 	})
-	pl := pipeline.New(pipeline.Config{Home: cfg.Home, Builder: b, Deployer: d,
+	h := hooks.New(hooks.Config{Dir: hooks.Dir(cfg.Home), Env: builder.WithOwner(env, cfg.DataDir),
+		Timeout: cfg.StepTimeout, UID: os.Geteuid()})
+	pl := pipeline.New(pipeline.Config{Home: cfg.Home, Builder: b, Deployer: d, Hooks: h,
 		Log: log.With().Str("component", "pipeline").Logger()})
 	recoverAll := func(ctx context.Context) ([]string, error) { return d.RecoverAll(ctx, cfg.Home) }
 	return pl, recoverAll, nil
