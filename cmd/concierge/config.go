@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tractstack/concierge/notify"
 )
 
 // Config is everything concierge is told by flags and CONCIERGE_*
@@ -29,6 +31,9 @@ type Config struct {
 	SyslogID       string        // CONCIERGE_SYSLOG_IDENTIFIER
 	MetricsFile    string        // CONCIERGE_METRICS_FILE; "" is off
 	MetricsAddr    string        // CONCIERGE_METRICS_ADDR (watch); "" is off
+	Notify         []string      // CONCIERGE_NOTIFY: notification URLs
+	NotifyOn       string        // CONCIERGE_NOTIFY_ON: failure or all
+	NotifyTimeout  time.Duration // CONCIERGE_NOTIFY_TIMEOUT
 
 	// Env is concierge's own environment, handed to children.
 	Env []string
@@ -48,6 +53,8 @@ func DefaultConfig() Config {
 		Systemctl:      []string{"systemctl"},
 		PM2:            []string{"pm2"},
 		SyslogID:       "t8k-concierge",
+		NotifyOn:       notify.OnFailure,
+		NotifyTimeout:  notify.DefaultTimeout,
 	}
 }
 
@@ -81,6 +88,7 @@ func (c *Config) applyEnv(env map[string]string) error {
 		"CONCIERGE_SYSLOG_IDENTIFIER": &c.SyslogID,
 		"CONCIERGE_METRICS_FILE":      &c.MetricsFile,
 		"CONCIERGE_METRICS_ADDR":      &c.MetricsAddr,
+		"CONCIERGE_NOTIFY_ON":         &c.NotifyOn,
 	}
 	for k, p := range str {
 		if v, ok := env[k]; ok && v != "" {
@@ -91,6 +99,7 @@ func (c *Config) applyEnv(env map[string]string) error {
 	if v, ok := env["CONCIERGE_FRONTEND_UPDATE"]; ok {
 		c.FrontendUpdate = strings.TrimSpace(v)
 	}
+	c.Notify = notify.Fields(env["CONCIERGE_NOTIFY"])
 	if v := env["CONCIERGE_GO_BUILD_FLAGS"]; v != "" {
 		c.GoBuildFlags = strings.Fields(v)
 	}
@@ -99,7 +108,7 @@ func (c *Config) applyEnv(env map[string]string) error {
 			*p = v
 		}
 	}
-	for k, p := range map[string]*time.Duration{"CONCIERGE_STEP_TIMEOUT": &c.StepTimeout, "CONCIERGE_HEALTH_TIMEOUT": &c.HealthTimeout} {
+	for k, p := range map[string]*time.Duration{"CONCIERGE_STEP_TIMEOUT": &c.StepTimeout, "CONCIERGE_HEALTH_TIMEOUT": &c.HealthTimeout, "CONCIERGE_NOTIFY_TIMEOUT": &c.NotifyTimeout} {
 		if v := env[k]; v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil {

@@ -19,7 +19,7 @@ import (
 // and pnpm locations on PATH filled in: a systemd service starts with
 // almost none of them.
 func newPipeline(cfg *Config, log zerolog.Logger) (runner.Executor, recoverFunc, error) {
-	env := builder.ChildEnv(cfg.Env, cfg.Home)
+	env := builder.ChildEnv(childSafe(cfg.Env), cfg.Home)
 	// Build children carry the owner mark, so the next concierge can end
 	// any that outlive a SIGKILL. Deploy children do not: `pm2 reload` may
 	// start pm2's daemon, which must outlive concierge.

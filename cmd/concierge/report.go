@@ -4,12 +4,14 @@ import (
 	"context"
 	"io"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/tractstack/concierge/notify"
 	"github.com/tractstack/concierge/queue"
 	"github.com/tractstack/concierge/report"
 	"github.com/tractstack/concierge/runner"
@@ -24,15 +26,21 @@ type reporter struct {
 	status *report.StatusFile
 	// metrics is the metrics file; "" when off.
 	metrics string
+	notify  *notify.Notifier // nil when off
 	log     zerolog.Logger
 	now     func() time.Time
 
 	mu sync.Mutex // one snapshot and write at a time
 }
 
-func newReporter(cfg *Config, q *queue.Queue, log zerolog.Logger) *reporter {
+func newReporter(cfg *Config, q *queue.Queue, log zerolog.Logger) (*reporter, error) {
+	n, err := cfg.notifier()
+	if err != nil {
+		return nil, usageErr("CONCIERGE_NOTIFY: %v", err)
+	}
 	return &reporter{home: cfg.Home, q: q, log: log.With().Str("component", "report").Logger(), now: time.Now,
-		status: report.NewStatusFile(filepath.Join(cfg.DataDir, report.StatusFileName)), metrics: cfg.MetricsFile}
+		status: report.NewStatusFile(filepath.Join(cfg.DataDir, report.StatusFileName)), metrics: cfg.MetricsFile,
+		notify: n}, nil
 }
 
 // snapshot is the job records and the live releases now.
@@ -78,19 +86,48 @@ func (r *reporter) writeMetrics(s report.Snapshot) {
 }
 
 // intake reports what an intake did: a rejected trigger counts in the
-// metrics.
-func (r *reporter) intake(res queue.IntakeResult) {
+// metrics and is notified.
+func (r *reporter) intake(ctx context.Context, res queue.IntakeResult) {
 	switch {
 	case len(res.Rejected) > 0:
 		r.all()
+		for _, j := range r.q.Jobs() {
+			if slices.Contains(res.Rejected, j.ID) {
+				r.notifyJob(ctx, j)
+			}
+		}
 	case len(res.Created)+len(res.Merged) > 0:
 		r.changed()
 	}
 }
 
 // jobDone reports a job that ended (or went back to pending).
-func (r *reporter) jobDone(_ context.Context, _ queue.Job) {
+func (r *reporter) jobDone(ctx context.Context, job queue.Job) {
 	r.all()
+	r.notifyJob(ctx, job)
+}
+
+// notifyJob sends the job's notification when it is wanted. A
+// notification that cannot be sent (bounded by CONCIERGE_NOTIFY_TIMEOUT,
+// never retried) becomes a warning on the job.
+func (r *reporter) notifyJob(ctx context.Context, job queue.Job) {
+	if !r.notify.Wants(job) {
+		return
+	}
+	title, text := notify.Message(job, r.notify.Host(), report.RolledBack(job))
+	errs := r.notify.Send(ctx, title, text)
+	log := r.log.With().Str("job_id", job.ID).Logger()
+	if len(errs) == 0 {
+		log.Info().Msg("notification sent: " + title)
+		return
+	}
+	for _, err := range errs {
+		msg := "notification not sent: " + err.Error()
+		log.Warn().Msg(msg)
+		if uerr := r.q.Update(job.ID, func(j *queue.Job) { j.Warnings = append(j.Warnings, msg) }); uerr != nil {
+			log.Error().Err(uerr).Msg("record warning")
+		}
+	}
 }
 
 // gatherer serves the metrics of the records as they are at each scrape.

@@ -2,7 +2,11 @@ package main
 
 import (
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/tractstack/concierge/notify"
 )
 
 // validateReports checks the metrics settings: an absolute file path,
@@ -18,7 +22,21 @@ func (c *Config) validateReports() error {
 	if c.MetricsAddr != "" && !loopbackAddr(c.MetricsAddr) {
 		return usageErr("CONCIERGE_METRICS_ADDR=%q must be a loopback host:port, for example 127.0.0.1:9469", c.MetricsAddr)
 	}
+	if c.NotifyTimeout <= 0 {
+		return usageErr("CONCIERGE_NOTIFY_TIMEOUT must be positive")
+	}
+	// The URLs are checked (nothing is sent), so a typo stops concierge
+	// at once rather than at the first failure; the error hides secrets.
+	if _, err := c.notifier(); err != nil {
+		return usageErr("CONCIERGE_NOTIFY: %v", err)
+	}
 	return nil
+}
+
+// notifier is the notifier the settings describe; nil without URLs.
+func (c *Config) notifier() (*notify.Notifier, error) {
+	host, _ := os.Hostname()
+	return notify.New(notify.Config{URLs: c.Notify, On: c.NotifyOn, Timeout: c.NotifyTimeout, Host: host})
 }
 
 // loopbackAddr reports whether addr is host:port with a loopback host
@@ -33,4 +51,16 @@ func loopbackAddr(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// childSafe is env without CONCIERGE_NOTIFY: its URLs hold tokens, and
+// builds run third-party code (npm packages) that has no need of them.
+func childSafe(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "CONCIERGE_NOTIFY=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

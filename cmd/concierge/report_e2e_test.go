@@ -122,8 +122,10 @@ func TestReportsE2E(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(prom), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	hook := startWebhook(t)
 	h := &pe2eHost{startLiveHost(t, liveOptions{installs: []string{""}, frontendIsClone: true,
-		env: []string{"CONCIERGE_HEALTH_TIMEOUT=10s", "CONCIERGE_STEP_TIMEOUT=2m", "CONCIERGE_LOG_FORMAT=json", "CONCIERGE_METRICS_FILE=" + prom}})}
+		env: []string{"CONCIERGE_HEALTH_TIMEOUT=10s", "CONCIERGE_STEP_TIMEOUT=2m", "CONCIERGE_LOG_FORMAT=json", "CONCIERGE_METRICS_FILE=" + prom,
+			"CONCIERGE_NOTIFY=" + hook.url()}})}
 	p := h.paths("")
 	data := filepath.Join(h.sb.Dir, "concierge")
 
@@ -142,6 +144,9 @@ func TestReportsE2E(t *testing.T) {
 			t.Fatalf("current release: %v %v", ok, err)
 		}
 		main := st.Targets["main"]
+		if got := hook.messages(); len(got) != 0 {
+			t.Fatalf("a success was notified (CONCIERGE_NOTIFY_ON is failure): %v", got)
+		}
 		if st.Job == nil || st.Job.ID != j.ID || main.LastResult == nil || main.LastResult.Result != "succeeded" ||
 			main.Live == nil || main.Live.BackendCommit != cur.Backend || main.Live.FrontendCommit != cur.Frontend || !main.Live.Verified {
 			t.Fatalf("status.json after the deploy:\n%s\ncurrent release %+v", pe2eJSON(st), cur)
@@ -158,6 +163,7 @@ func TestReportsE2E(t *testing.T) {
 		if st.Job == nil || st.Job.ID != j.ID || st.Job.Error != j.Error || !strings.Contains(st.Job.Error, "build failed") {
 			t.Fatalf("status.json after the failed build:\n%s", pe2eJSON(st))
 		}
+		hook.wantOne(t, j, "build of main failed")
 	})
 	t.Run("a release that fails its checks is rolled back", func(t *testing.T) {
 		before, _, _ := deploy.Current(p)
@@ -173,6 +179,7 @@ func TestReportsE2E(t *testing.T) {
 			main.Live == nil || main.Live.BackendCommit != before.Backend {
 			t.Fatalf("status.json after the rollback:\n%s\nrelease before %+v", pe2eJSON(st), before)
 		}
+		hook.wantOne(t, j, "build of main failed and was rolled back")
 	})
 	t.Run("the metrics file matches the job records", func(t *testing.T) {
 		data, err := os.ReadFile(prom)

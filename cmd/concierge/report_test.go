@@ -7,9 +7,12 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -220,5 +223,110 @@ func TestMetricsSettings(t *testing.T) {
 		if err := cfg.Validate(); (err == nil) != c.ok {
 			t.Errorf("file %q addr %q: error %v, want ok %t", c.file, c.addr, err, c.ok)
 		}
+	}
+}
+
+// webhook is a local HTTP receiver standing in for a chat webhook: it
+// keeps every message posted to it (shoutrrr's generic service, JSON
+// template); while hold is set, it does not answer until the test ends.
+type webhook struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	got  []webhookMessage
+	hold atomic.Bool
+	stop chan struct{}
+}
+
+type webhookMessage struct{ Title, Message string }
+
+func startWebhook(t *testing.T) *webhook {
+	t.Helper()
+	w := &webhook{stop: make(chan struct{})}
+	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		var m webhookMessage
+		data, _ := io.ReadAll(r.Body)
+		json.Unmarshal(data, &m)
+		w.mu.Lock()
+		w.got = append(w.got, m)
+		w.mu.Unlock()
+		if w.hold.Load() {
+			<-w.stop
+		}
+	}))
+	t.Cleanup(func() { close(w.stop); w.srv.Close() })
+	return w
+}
+
+// url is the receiver as a shoutrrr generic-webhook URL.
+func (w *webhook) url() string {
+	return strings.Replace(w.srv.URL, "http://", "generic://", 1) + "/hooks/s3cr3t-t0ken?template=json&disabletls=yes"
+}
+
+func (w *webhook) messages() []webhookMessage {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]webhookMessage{}, w.got...)
+}
+
+// wantOne checks that exactly one message arrived since the last call,
+// about job j, with its id and error, and a title saying what.
+func (w *webhook) wantOne(t testing.TB, j queue.Job, what string) {
+	t.Helper()
+	w.mu.Lock()
+	got := w.got
+	w.got = nil
+	w.mu.Unlock()
+	if len(got) != 1 {
+		t.Fatalf("%d notifications arrived, want 1: %+v", len(got), got)
+	}
+	m := got[0]
+	if !strings.Contains(m.Title, what) || !strings.Contains(m.Message, "job "+j.ID) || !strings.Contains(m.Message, "error: "+j.Error) {
+		t.Fatalf("notification %+v; want %q, job %s and error %q", m, what, j.ID, j.Error)
+	}
+}
+
+// TestANotificationThatHangsCostsItsTimeoutOnly: a receiver that never
+// answers is given up at CONCIERGE_NOTIFY_TIMEOUT; the job keeps a
+// warning (with no secret of the URL) and concierge goes on and exits.
+func TestANotificationThatHangsCostsItsTimeoutOnly(t *testing.T) {
+	h := newHome(t)
+	w := startWebhook(t)
+	w.hold.Store(true)
+	mustWrite(t, filepath.Join(h.fake, "fail-targets"), "main\n")
+	h.drop("build-1.csv", "type=main,tenant=default,command=build")
+	h.drop("build-2.csv", "type=dedicated,site=acme,command=build")
+	env := append(h.env(), "CONCIERGE_NOTIFY="+w.url(), "CONCIERGE_NOTIFY_TIMEOUT=1s")
+	run := startProc(t, bins.fake, env, "run")
+	if code := waitExit(t, run); code != 1 {
+		t.Fatalf("run exit %d, want 1:\n%s", code, run.out.String())
+	}
+	// The receiver still holds the request open: concierge did not wait for it.
+	jobs := h.status()
+	if len(jobs) != 2 || jobs[0].State != queue.Failed || jobs[1].State != queue.Succeeded {
+		t.Fatalf("jobs %s", pe2eJSON(jobs))
+	}
+	if got := w.messages(); len(got) != 1 || !strings.Contains(got[0].Message, jobs[0].ID) {
+		t.Fatalf("messages %+v; want the failure's", got)
+	}
+	warn := strings.Join(jobs[0].Warnings, "\n")
+	if !strings.Contains(warn, "notification not sent") || !strings.Contains(warn, "timed out") {
+		t.Fatalf("the failed job's warnings %q", warn)
+	}
+	for _, where := range []string{warn, run.out.String()} {
+		if strings.Contains(where, "s3cr3t-t0ken") {
+			t.Fatalf("the webhook's token was shown:\n%s", where)
+		}
+	}
+	if !strings.Contains(run.out.String(), "notification not sent") {
+		t.Fatalf("the failed notification was not logged:\n%s", run.out.String())
+	}
+}
+
+func TestABadNotificationURLStopsConciergeWithoutShowingIt(t *testing.T) {
+	h := newHome(t)
+	env := append(h.env(), "CONCIERGE_NOTIFY=nosuch://user:hunter2hunter2@example.com/x")
+	_, stderr, code := runConcierge(t, bins.fake, env, "run")
+	if code != 2 || !strings.Contains(stderr, "CONCIERGE_NOTIFY") || strings.Contains(stderr, "hunter2hunter2") {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
 }

@@ -81,7 +81,11 @@ func openService(ctx context.Context, cfg *Config, log zerolog.Logger, onStatus 
 			log.Error().Err(err).Msg("recover interrupted deploys; each target's next job tries again")
 		}
 	}
-	rep := newReporter(cfg, q, log)
+	rep, err := newReporter(cfg, q, log)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
 	exec = reportingExecutor{inner: exec, changed: rep.changed}
 	r := runner.New(runner.Config{Queue: q, Executor: exec, OnStatus: onStatus,
 		Log: log.With().Str("component", "runner").Logger()})
@@ -106,7 +110,7 @@ func siteChecker(home string) queue.SiteChecker {
 }
 
 // intake hands files to the queue and logs what came of them.
-func (s *service) intake(files []watcher.File) (queue.IntakeResult, error) {
+func (s *service) intake(ctx context.Context, files []watcher.File) (queue.IntakeResult, error) {
 	in := make([]queue.Incoming, len(files))
 	for i, f := range files {
 		in[i] = queue.Incoming{Name: f.Name, Key: f.Key, Data: f.Data, Refuse: f.Refuse}
@@ -115,7 +119,7 @@ func (s *service) intake(files []watcher.File) (queue.IntakeResult, error) {
 	if err != nil {
 		s.log.Error().Err(err).Msg("intake failed; the triggers stay in place and are tried again")
 	}
-	s.report.intake(res)
+	s.report.intake(ctx, res)
 	return res, err
 }
 
@@ -166,7 +170,7 @@ func (s *service) drain(ctx context.Context) (summary, error) {
 		if err != nil {
 			return sum, fmt.Errorf("scan for triggers: %w", err)
 		}
-		res, err := s.intake(files)
+		res, err := s.intake(ctx, files)
 		if err != nil {
 			return sum, fmt.Errorf("take in triggers: %w", err)
 		}

@@ -74,7 +74,7 @@ func watchCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 		case <-sigCtx.Done():
 			done = true
 		case files := <-w.Files():
-			if _, err := svc.intake(files); err != nil {
+			if _, err := svc.intake(sigCtx, files); err != nil {
 				// The triggers stay; look again in a while.
 				retry = time.After(5 * time.Second)
 			}
