@@ -80,7 +80,7 @@ type Info struct {
 	State string
 	Err   error
 	// Release, Backend and Frontend describe the release concerned: the
-	// one about to go live (pre-swap; no release id yet) or the live one.
+	// one about to go live (pre-swap) or the live one.
 	Release, Backend, Frontend string
 	// Duration is how long the job has run.
 	Duration time.Duration

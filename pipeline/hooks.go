@@ -33,7 +33,8 @@ func (t *target) hook(ctx context.Context, name string) error {
 
 // preSwap runs the pre-swap hook; when it fails, the finished builds are
 // undone (files only, even while cancelled) so nothing of them goes live.
-func (t *target) preSwap(ctx context.Context, next deploy.Release) error {
+func (t *target) preSwap(ctx context.Context, id string, next deploy.Release) error {
+	next.ID = id
 	t.next = &next
 	err := t.hook(ctx, hooks.PreSwap)
 	t.next = nil
@@ -99,7 +100,7 @@ func (t *target) hookInfo(name string, cause error) hooks.Info {
 		in.State = "succeeded"
 	}
 	if t.next != nil {
-		in.Backend, in.Frontend = t.next.Backend, t.next.Frontend
+		in.Release, in.Backend, in.Frontend = t.next.ID, t.next.Backend, t.next.Frontend
 	} else if cur, ok, err := deploy.Current(t.p); err == nil && ok {
 		in.Release, in.Backend, in.Frontend = cur.ID, cur.Backend, cur.Frontend
 	}

@@ -238,7 +238,7 @@ func (t *target) build(ctx context.Context) error {
 	}
 
 	next := deploy.Release{Backend: back.New, Frontend: front.New}
-	if err := t.preSwap(ctx, next); err != nil {
+	if err := t.preSwap(ctx, bld.ID, next); err != nil {
 		return err
 	}
 	if err := t.s.Step(ctx, StepSwap, func(ctx context.Context, out io.Writer) error {

@@ -102,7 +102,7 @@ func TestHooksE2E(t *testing.T) {
 		base := map[string]string{"CONCIERGE_JOB_ID": j.ID, "CONCIERGE_TARGET": "main", "CONCIERGE_COMMAND": "build",
 			"CONCIERGE_TENANTS": "default", "CONCIERGE_ERROR": ""}
 		h.wantEnv("pre-build", j.ID, merge(base, map[string]string{"CONCIERGE_STATE": "building"}))
-		h.wantEnv("pre-swap", j.ID, merge(base, map[string]string{"CONCIERGE_STATE": "building", "CONCIERGE_RELEASE": "",
+		h.wantEnv("pre-swap", j.ID, merge(base, map[string]string{"CONCIERGE_STATE": "building", "CONCIERGE_RELEASE": cur.ID,
 			"CONCIERGE_BACKEND_COMMIT": cur.Backend, "CONCIERGE_FRONTEND_COMMIT": cur.Frontend}))
 		h.wantEnv("post-deploy", j.ID, merge(base, map[string]string{"CONCIERGE_STATE": "succeeded", "CONCIERGE_RELEASE": cur.ID,
 			"CONCIERGE_BACKEND_COMMIT": cur.Backend, "CONCIERGE_FRONTEND_COMMIT": cur.Frontend}))
