@@ -153,7 +153,8 @@ next:
 }
 
 // TestMetricsInWatchMode serves the metrics on loopback while watch runs,
-// and writes the same to the metrics file, a rejected trigger included.
+// and writes the same to the metrics file, a rejected trigger included
+// (which is also notified).
 func TestMetricsInWatchMode(t *testing.T) {
 	h := newHome(t)
 	prom := filepath.Join(h.dir, "textfile", "concierge.prom")
@@ -161,7 +162,8 @@ func TestMetricsInWatchMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", loopbackPorts(t, 1)[0])
-	env := append(h.env(), "CONCIERGE_METRICS_FILE="+prom, "CONCIERGE_METRICS_ADDR="+addr)
+	hook := startWebhook(t)
+	env := append(h.env(), "CONCIERGE_METRICS_FILE="+prom, "CONCIERGE_METRICS_ADDR="+addr, "CONCIERGE_NOTIFY="+hook.url())
 	watch := startProc(t, bins.fake, env, "watch")
 	h.drop("build-1.csv", "type=main,tenant=default,command=build")
 	h.drop("build-2.csv", "type=nonsense")
@@ -194,6 +196,11 @@ func TestMetricsInWatchMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkProm(t, parseProm(t, file), file, want)
+	// The rejected trigger was notified; the success was not (failure is the default).
+	waitFor(t, "the rejected trigger's notification", 10*time.Second, func() (bool, string) {
+		got := hook.messages()
+		return len(got) == 1 && strings.Contains(got[0].Title, "trigger build-2.csv rejected"), pe2eJSON(got)
+	})
 	watch.cmd.Process.Signal(syscall.SIGTERM)
 	if code := waitExit(t, watch); code != 0 {
 		t.Fatalf("watch exit %d:\n%s", code, watch.out.String())
