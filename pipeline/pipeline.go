@@ -23,6 +23,7 @@ import (
 
 	"github.com/tractstack/concierge/builder"
 	"github.com/tractstack/concierge/deploy"
+	"github.com/tractstack/concierge/hooks"
 	"github.com/tractstack/concierge/queue"
 	"github.com/tractstack/concierge/runner"
 )
@@ -65,7 +66,9 @@ type Config struct {
 	Home     string
 	Builder  Builder
 	Deployer Deployer
-	Log      zerolog.Logger
+	// Hooks runs the operator's hooks (see hooks.go); nil runs none.
+	Hooks *hooks.Runner
+	Log   zerolog.Logger
 	// Resources decides whether the two builds run at once
 	// (concurrency.go).
 	Resources Resources
@@ -83,7 +86,7 @@ func New(cfg Config) *Pipeline {
 }
 
 // Execute runs job. See the package doc and PlanSteps for the steps.
-func (pl *Pipeline) Execute(ctx context.Context, job queue.Job, s runner.Session) error {
+func (pl *Pipeline) Execute(ctx context.Context, job queue.Job, s runner.Session) (err error) {
 	p, err := pathsFor(pl.cfg.Home, job.Target)
 	if err != nil {
 		return err
@@ -96,6 +99,7 @@ func (pl *Pipeline) Execute(ctx context.Context, job queue.Job, s runner.Session
 		s.Warn(fmt.Sprintf("no line for %s in %s: health checks skipped", p.PortsKey, p.PortsFile))
 	}
 	t := &target{pl: pl, p: p, s: s, job: job, ports: ports, hasPorts: hasPorts}
+	defer func() { t.finish(ctx, err) }()
 	switch job.Command {
 	case queue.CommandBuild:
 		return t.build(ctx)
@@ -120,6 +124,10 @@ type target struct {
 	// What the services answered before this job restarted them: the
 	// checks after the restart are judged against it.
 	beforeBack, beforeFront []deploy.Observation
+	// rolledBack is set once a release was taken back; next is the
+	// release about to go live while the pre-swap hook runs.
+	rolledBack bool
+	next       *deploy.Release
 }
 
 func (t *target) recover(ctx context.Context) error {
@@ -146,6 +154,9 @@ func PullWarning(res builder.PullResult) (string, bool) {
 func (t *target) build(ctx context.Context) error {
 	b, d := t.pl.cfg.Builder, t.pl.cfg.Deployer
 	if err := t.recover(ctx); err != nil {
+		return err
+	}
+	if err := t.hook(ctx, hooks.PreBuild); err != nil {
 		return err
 	}
 	var back, front builder.PullResult
@@ -250,6 +261,9 @@ func (t *target) build(ctx context.Context) error {
 	}
 
 	next := deploy.Release{Backend: back.New, Frontend: front.New}
+	if err := t.preSwap(ctx, bld.ID, next); err != nil {
+		return err
+	}
 	if err := t.s.Step(ctx, StepSwap, func(ctx context.Context, out io.Writer) error {
 		fmt.Fprintf(out, "release %s: backend %s, frontend %s\n", bld.ID, next.Backend, next.Frontend)
 		return d.Swap(context.WithoutCancel(ctx), t.p, bld, next)
@@ -478,6 +492,7 @@ func (t *target) rollbackStep(ctx context.Context) (deploy.Release, error) {
 		var err error
 		rel, err = t.pl.cfg.Deployer.Rollback(ctx, t.p, t.job.ID)
 		if err == nil {
+			t.rolledBack = true
 			fmt.Fprintf(out, "rolled back to %s (release %s)\n", rel.Label(), rel.ID)
 		}
 		return err

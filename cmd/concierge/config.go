@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/tractstack/concierge/deploy"
+	"github.com/tractstack/concierge/notify"
 )
 
 // Config is everything concierge is told by flags and CONCIERGE_*
@@ -32,6 +33,11 @@ type Config struct {
 	Systemctl      []string      // CONCIERGE_SYSTEMCTL, e.g. "sudo systemctl" or "systemctl --user"
 	PM2            []string      // CONCIERGE_PM2
 	SyslogID       string        // CONCIERGE_SYSLOG_IDENTIFIER
+	MetricsFile    string        // CONCIERGE_METRICS_FILE; "" is off
+	MetricsAddr    string        // CONCIERGE_METRICS_ADDR (watch); "" is off
+	Notify         []string      // CONCIERGE_NOTIFY: notification URLs
+	NotifyOn       string        // CONCIERGE_NOTIFY_ON: failure or all
+	NotifyTimeout  time.Duration // CONCIERGE_NOTIFY_TIMEOUT
 	// BuildConcurrency is CONCIERGE_BUILD_CONCURRENCY: auto, on or off.
 	BuildConcurrency string
 
@@ -61,6 +67,8 @@ func DefaultConfig() Config {
 		Systemctl:      []string{"systemctl"},
 		PM2:            []string{"pm2"},
 		SyslogID:       "t8k-concierge",
+		NotifyOn:       notify.OnFailure,
+		NotifyTimeout:  notify.DefaultTimeout,
 
 		HealthRequestTimeout: 5 * time.Second,
 		BuildConcurrency:     "auto",
@@ -96,6 +104,9 @@ func (c *Config) applyEnv(env map[string]string) error {
 		"CONCIERGE_LOG_LEVEL":         &c.LogLevel,
 		"CONCIERGE_SYSLOG_IDENTIFIER": &c.SyslogID,
 		"CONCIERGE_BUILD_CONCURRENCY": &c.BuildConcurrency,
+		"CONCIERGE_METRICS_FILE":      &c.MetricsFile,
+		"CONCIERGE_METRICS_ADDR":      &c.MetricsAddr,
+		"CONCIERGE_NOTIFY_ON":         &c.NotifyOn,
 	}
 	for k, p := range str {
 		if v, ok := env[k]; ok && v != "" {
@@ -106,6 +117,7 @@ func (c *Config) applyEnv(env map[string]string) error {
 	if v, ok := env["CONCIERGE_FRONTEND_UPDATE"]; ok {
 		c.FrontendUpdate = strings.TrimSpace(v)
 	}
+	c.Notify = notify.Fields(env["CONCIERGE_NOTIFY"])
 	if v := env["CONCIERGE_GO_BUILD_FLAGS"]; strings.TrimSpace(v) != "" {
 		flags, err := splitWords(v)
 		if err != nil {
@@ -127,7 +139,8 @@ func (c *Config) applyEnv(env map[string]string) error {
 		c.FrontendHealthPaths = v
 	}
 	for k, p := range map[string]*time.Duration{"CONCIERGE_STEP_TIMEOUT": &c.StepTimeout, "CONCIERGE_HEALTH_TIMEOUT": &c.HealthTimeout,
-		"CONCIERGE_HEALTH_REQUEST_TIMEOUT": &c.HealthRequestTimeout, "CONCIERGE_STOP_GRACE": &c.StopGrace} {
+		"CONCIERGE_HEALTH_REQUEST_TIMEOUT": &c.HealthRequestTimeout, "CONCIERGE_STOP_GRACE": &c.StopGrace,
+		"CONCIERGE_NOTIFY_TIMEOUT": &c.NotifyTimeout} {
 		if v := env[k]; v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil {
@@ -198,7 +211,7 @@ func (c *Config) Validate() error {
 	if c.KeepJobs < 1 {
 		return usageErr("CONCIERGE_KEEP_JOBS must be at least 1")
 	}
-	return nil
+	return c.validateReports()
 }
 
 // StateDir is where triggers arrive.

@@ -126,6 +126,16 @@ func (d *demo) run(ctx context.Context, base *Config) error {
 	cfg.StepTimeout = 5 * time.Minute
 	cfg.Systemctl = []string{self, "demo-ctl", "--socket", sock, "systemctl"}
 	cfg.PM2 = []string{self, "demo-ctl", "--socket", sock, "pm2"}
+	recv, err := startDemoReceiver(d)
+	if err != nil {
+		return err
+	}
+	defer recv.close()
+	cfg.Notify = []string{recv.url()}
+	if cfg.MetricsFile, err = demoMetricsFile(d.dir); err != nil {
+		return err
+	}
+	d.say("    notifications go to a webhook receiver the demo runs on %s; metrics to %s", recv.ln.Addr(), cfg.MetricsFile)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -219,6 +229,17 @@ func (d *demo) run(ctx context.Context, base *Config) error {
 		return err
 	}
 	writeStatus(d.out, jobs, 10, time.Now(), false)
+	got := recv.received()
+	notified := len(got) == 2 && strings.Contains(got[0], "failed") && strings.Contains(got[1], "rolled back")
+	verdict := "ok"
+	if !notified {
+		verdict, allOK = "UNEXPECTED", false
+	}
+	d.outcomes = append(d.outcomes, fmt.Sprintf("OUTCOME %-16s %-10s %d received (the failure and the rollback; successes notify with CONCIERGE_NOTIFY_ON=all)", "notifications", verdict, len(got)))
+	d.say("\n==> Metrics (%s, as node_exporter's textfile collector reads it)", cfg.MetricsFile)
+	if err := d.showMetrics(cfg.MetricsFile); err != nil {
+		return err
+	}
 	d.say("\n==> Outcomes")
 	for _, o := range d.outcomes {
 		d.say("    %s", o)
@@ -227,6 +248,8 @@ func (d *demo) run(ctx context.Context, base *Config) error {
 	d.say("    home:          %s", home.Dir)
 	d.say("    job records:   %s", filepath.Join(cfg.DataDir, "jobs"))
 	d.say("    compat log:    %s", cfg.LogFile())
+	d.say("    status file:   %s", filepath.Join(cfg.DataDir, "status.json"))
+	d.say("    metrics file:  %s", cfg.MetricsFile)
 	d.say("    releases:      %s", filepath.Join(home.Dir, "bin", "releases"))
 	d.say("    service logs:  %s", filepath.Join(d.dir, "services"))
 	d.say("    try: go run ./cmd/concierge --home %s status", home.Dir)

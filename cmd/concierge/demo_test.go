@@ -34,6 +34,12 @@ func TestDemoShowsTheFourOutcomes(t *testing.T) {
 		// and public files included.
 		`site up +\d\d:\d\d:\d\d: "frontend v1", "page \d v1", robots.txt "ok"; backend v1`,
 		`RECENT +4 shown`,
+		`NOTIFICATION received by the demo's webhook at /demo-webhook:\n +\| concierge on .*: build of main failed\n +\| job \w+`,
+		`\| concierge on .*: build of main failed and was rolled back`,
+		`OUTCOME notifications +ok +2 received`,
+		`concierge_jobs\{command="build",result="rolled-back",target="main"\} 1`,
+		`concierge_live_release_info\{backend_commit="[0-9a-f]{40}",frontend_commit="[0-9a-f]{40}",release="[^"]+",target="main"\} 1`,
+		`status file: +` + regexp.QuoteMeta(dir),
 		`job records: +` + regexp.QuoteMeta(dir),
 		`stopped the demo's backend and frontend`,
 	} {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tractstack/concierge/builder"
 	"github.com/tractstack/concierge/deploy"
+	"github.com/tractstack/concierge/hooks"
 	"github.com/tractstack/concierge/pipeline"
 	"github.com/tractstack/concierge/queue"
 	"github.com/tractstack/concierge/runner"
@@ -21,7 +22,7 @@ import (
 // and pnpm locations on PATH filled in: a systemd service starts with
 // almost none of them.
 func newPipeline(cfg *Config, base zerolog.Logger) (runner.Executor, recoverFunc, error) {
-	env := noColor(builder.ChildEnv(cfg.Env, cfg.Home))
+	env := noColor(builder.ChildEnv(childSafe(cfg.Env), cfg.Home))
 	// Build children carry the owner mark, so the next concierge can end
 	// any that outlive a SIGKILL. Deploy children do not: `pm2 reload` may
 	// start pm2's daemon, which must outlive concierge.
@@ -35,7 +36,9 @@ func newPipeline(cfg *Config, base zerolog.Logger) (runner.Executor, recoverFunc
 		StopGrace:   cfg.StopGrace,
 		StepTimeout: cfg.StepTimeout, Env: env, Log: base,
 	})
-	pl := pipeline.New(pipeline.Config{Home: cfg.Home, Builder: b, Deployer: d,
+	h := hooks.New(hooks.Config{Dir: hooks.Dir(cfg.Home), Env: builder.WithOwner(env, cfg.DataDir),
+		Timeout: cfg.StepTimeout, UID: os.Geteuid()})
+	pl := pipeline.New(pipeline.Config{Home: cfg.Home, Builder: b, Deployer: d, Hooks: h,
 		Log:       base,
 		Resources: buildResources(cfg)})
 	recoverAll := func(ctx context.Context) ([]string, error) { return d.RecoverAll(ctx, cfg.Home) }

@@ -31,6 +31,7 @@ type service struct {
 	// ignored holds the .csv names in state/ that are not triggers and
 	// were already logged, so each is logged once.
 	ignored map[string]bool
+	report  *reporter
 }
 
 // openService takes the run lock (waiting for another concierge to finish)
@@ -86,9 +87,16 @@ func openService(ctx context.Context, cfg *Config, base zerolog.Logger, onStatus
 			log.Error().Err(err).Msg("recover interrupted deploys; each target's next job tries again")
 		}
 	}
+	rep, err := newReporter(cfg, q, log)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	exec = reportingExecutor{inner: exec, changed: rep.changed}
 	r := runner.New(runner.Config{Queue: q, Executor: exec, OnStatus: onStatus,
 		Log: component(base, "runner")})
-	svc := &service{cfg: cfg, log: log, base: base, lock: lock, q: q, runner: r, read: readOptions(cfg), ignored: map[string]bool{}}
+	rep.all()
+	svc := &service{cfg: cfg, log: log, base: base, lock: lock, q: q, runner: r, read: readOptions(cfg), ignored: map[string]bool{}, report: rep}
 	if !sameFileSystem(cfg.StateDir(), q.Store().ClaimDir()) {
 		log.Warn().Str("state_dir", cfg.StateDir()).Str("data_dir", cfg.DataDir).
 			Msg("the state directory and the data directory are on different file systems: triggers are read in place " +
@@ -116,7 +124,7 @@ func siteChecker(home string) queue.SiteChecker {
 }
 
 // intake hands files to the queue and logs what came of them.
-func (s *service) intake(files []watcher.File) (queue.IntakeResult, error) {
+func (s *service) intake(ctx context.Context, files []watcher.File) (queue.IntakeResult, error) {
 	in := make([]queue.Incoming, len(files))
 	for i, f := range files {
 		in[i] = queue.Incoming{Name: f.Name, Key: f.Key, Data: f.Data, Refuse: f.Refuse, Path: f.Path}
@@ -125,7 +133,19 @@ func (s *service) intake(files []watcher.File) (queue.IntakeResult, error) {
 	if err != nil {
 		s.log.Error().Err(err).Msg("intake failed; the triggers stay in place and are tried again")
 	}
+	s.report.intake(ctx, res)
 	return res, err
+}
+
+// runNext runs the next pending job (see runner.RunNext); once it has
+// run, old records are pruned and the job's end is reported.
+func (s *service) runNext(ctx context.Context) (queue.Job, bool, error) {
+	job, ran, err := s.runner.RunNext(ctx)
+	if ran {
+		s.prune()
+		s.report.jobDone(ctx, job)
+	}
+	return job, ran, err
 }
 
 // prune drops old job records and logs how many.
@@ -168,7 +188,7 @@ func (s *service) drain(ctx context.Context) (summary, error) {
 		files, unsettled, err := watcher.Scan(s.read)
 		var res queue.IntakeResult
 		if err == nil {
-			res, err = s.intake(files)
+			res, err = s.intake(ctx, files)
 		}
 		if err != nil {
 			s.log.Error().Err(err).Dur("retry_in", retry).
@@ -183,7 +203,7 @@ func (s *service) drain(ctx context.Context) (summary, error) {
 		}
 		retry = firstRetryWait
 		sum.rejected += len(res.Rejected)
-		job, ran, err := s.runner.RunNext(ctx)
+		job, ran, err := s.runNext(ctx)
 		if errors.Is(err, runner.ErrInterrupted) {
 			s.log.Warn().Msg("stopped by a signal; the interrupted job is pending again")
 			return sum, &exitError{code: exitFailed, err: errors.New("interrupted")}
@@ -193,7 +213,6 @@ func (s *service) drain(ctx context.Context) (summary, error) {
 		}
 		if ran {
 			wait = 20 * time.Millisecond
-			s.prune()
 			sum.jobs = append(sum.jobs, job)
 			if job.State == queue.Succeeded {
 				sum.succeeded++

@@ -39,6 +39,13 @@ func watchCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 		return err
 	}
 	defer svc.close()
+	if cfg.MetricsAddr != "" {
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, svc.report.gatherer(), log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 
 	w := watcher.New(svc.read, logs.log)
 	if err := w.Start(sigCtx); err != nil {
@@ -67,7 +74,7 @@ func watchCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 		case <-sigCtx.Done():
 			done = true
 		case files := <-w.Files():
-			if _, err := svc.intake(files); err != nil {
+			if _, err := svc.intake(sigCtx, files); err != nil {
 				// The triggers stay; look again in a while.
 				retry = time.After(5 * time.Second)
 			}
@@ -90,7 +97,7 @@ func watchCmd(ctx context.Context, a *App, cfg *Config, args []string) error {
 func runJobs(ctx context.Context, svc *service, log zerolog.Logger) {
 	for ctx.Err() == nil {
 		changed := svc.q.Changed() // before looking, so no wake-up is lost
-		_, ran, err := svc.runner.RunNext(ctx)
+		_, ran, err := svc.runNext(ctx)
 		switch {
 		case errors.Is(err, runner.ErrInterrupted):
 			return
@@ -102,7 +109,6 @@ func runJobs(ctx context.Context, svc *service, log zerolog.Logger) {
 			case <-time.After(5 * time.Second):
 			}
 		case ran:
-			svc.prune()
 		default:
 			select {
 			case <-ctx.Done():
