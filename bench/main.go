@@ -2,10 +2,13 @@
 // mode against a systemd path unit, the idle cost of watch, bursts of
 // triggers, the build wall time of the concurrent pipeline against the
 // same steps run one after the other, and go-git pulls against the git
-// CLI, and the backend's gap at a restart with open streams, plain
-// systemctl against concierge. It prints one markdown table per benchmark.
+// CLI, the backend's gap at a restart with open streams, plain systemctl
+// against concierge, and what a visitor of a real Astro site sees during
+// whole build jobs run the old script's way and concierge's (site, not in
+// the default set: it fetches the site's packages from the npm registry on
+// its first run). It prints one markdown table per benchmark.
 //
-// Usage: go run ./bench [-short] [-only latency,idle,burst,build,pull,memory,stop]
+// Usage: go run ./bench [-short] [-only latency,idle,burst,build,pull,memory,stop,site]
 //
 // It needs root (a private systemd user manager), git, go, node and pnpm,
 // and builds concierge itself; it is not part of `go test ./...`.
@@ -38,7 +41,7 @@ func main() {
 	fmt.Printf("# concierge benchmarks\n\n%s\n", machine(ctx))
 	runs := map[string]func(context.Context) error{
 		"latency": b.latency, "idle": b.idle, "burst": b.burst, "build": b.build, "pull": b.pull,
-		"memory": b.memory, "stop": b.stop,
+		"memory": b.memory, "stop": b.stop, "site": b.site,
 	}
 	failed := false
 	for _, name := range strings.Split(*only, ",") {
