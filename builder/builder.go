@@ -132,11 +132,22 @@ func (b *Builder) buildFrontend(ctx context.Context, srcDir string, out io.Write
 			b.log.Info().Str("dir", srcDir).Str("package", pkg).Msg("package update skipped: not a dependency in package.json")
 		}
 	}
-	// Under CI=true pnpm defaults to a frozen lockfile, which fails when
-	// there is none or when a pull changed package.json; the old script
-	// ran a plain `pnpm install`, which updates the lockfile.
-	if err := b.run(ctx, srcDir, env, out, "pnpm", "install", "--no-frozen-lockfile"); err != nil {
-		return fmt.Errorf("install frontend packages in %s: %w", srcDir, err)
+	if done, digest := installDone(srcDir); done {
+		// node_modules/ came (linked) from a release installed from
+		// these very manifests: an install would change nothing.
+		msg := "pnpm install skipped: package.json and the lock file are those node_modules/ was installed from (" + digest[:12] + ")"
+		fmt.Fprintln(out, msg)
+		b.log.Info().Str("dir", srcDir).Msg(msg)
+	} else {
+		// Under CI=true pnpm defaults to a frozen lockfile, which fails
+		// when there is none or when a pull changed package.json; the old
+		// script ran a plain `pnpm install`, which updates the lockfile.
+		if err := b.run(ctx, srcDir, env, out, "pnpm", "install", "--no-frozen-lockfile"); err != nil {
+			return fmt.Errorf("install frontend packages in %s: %w", srcDir, err)
+		}
+		if err := markInstalled(srcDir); err != nil {
+			b.log.Warn().Err(err).Str("dir", srcDir).Msg("record the installed manifests; the next build installs again")
+		}
 	}
 	if err := b.run(ctx, srcDir, env, out, "pnpm", "build"); err != nil {
 		return fmt.Errorf("build frontend in %s: %w", srcDir, err)

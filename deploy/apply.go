@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tractstack/concierge/builder"
 	"github.com/tractstack/concierge/internal/atomicfile"
 )
 
@@ -356,7 +357,8 @@ func copySources(src, dst string) error {
 // that pnpm rewrites (those directly in node_modules/ and
 // node_modules/.pnpm/, and the .bin shims) are copied instead, and local
 // packages (localPackage) left out, so that a pnpm install in dst cannot
-// change src through a shared inode.
+// change src through a shared inode; with a local package left out, dst
+// loses builder.InstalledMark, so that pnpm install puts it back.
 func linkTree(src, dst string) error {
 	_, err := countingLinkTree(src, dst)
 	return err
@@ -364,6 +366,7 @@ func linkTree(src, dst string) error {
 
 func countingLinkTree(src, dst string) (int, error) {
 	n := 0
+	leftOut := false
 	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -374,6 +377,7 @@ func countingLinkTree(src, dst string) (int, error) {
 		}
 		target := filepath.Join(dst, rel)
 		if localPackage(rel) {
+			leftOut = true
 			return fs.SkipDir
 		}
 		switch t := d.Type(); {
@@ -411,6 +415,12 @@ func countingLinkTree(src, dst string) (int, error) {
 			return nil // sockets and FIFOs are no part of a release
 		}
 	})
+	if err == nil && leftOut {
+		// pnpm must put the local packages back: not "installed".
+		if rerr := os.Remove(filepath.Join(dst, builder.InstalledMark)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = rerr
+		}
+	}
 	return n, err
 }
 

@@ -1,8 +1,12 @@
 package deploy
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tractstack/concierge/builder"
 )
 
 func TestPathsFor(t *testing.T) {
@@ -243,6 +247,43 @@ func TestLocalPackage(t *testing.T) {
 	} {
 		if got := localPackage(rel); got != want {
 			t.Errorf("localPackage(%q) = %t, want %t", rel, got, want)
+		}
+	}
+}
+
+// TestLinkTreeKeepsTheInstalledMarkUnlessAPackageIsLeftOut: a release
+// linked from another may skip pnpm install only when nothing was left
+// out of its node_modules.
+func TestLinkTreeKeepsTheInstalledMarkUnlessAPackageIsLeftOut(t *testing.T) {
+	for _, local := range []bool{false, true} {
+		src := filepath.Join(t.TempDir(), "node_modules")
+		files := map[string]string{
+			builder.InstalledMark:                                "digest",
+			".pnpm/astro@5.18.2/node_modules/astro/package.json": "{}",
+		}
+		if local {
+			files[".pnpm/greeting@file+..+greeting/node_modules/greeting/index.js"] = "export {}"
+		}
+		for name, content := range files {
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(src, name)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dst := filepath.Join(t.TempDir(), "node_modules")
+		if err := linkTree(src, dst); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(dst, builder.InstalledMark)); (err == nil) == local {
+			t.Errorf("local package %t: mark present %t", local, err == nil)
+		}
+		if !sameFile(filepath.Join(src, ".pnpm/astro@5.18.2/node_modules/astro/package.json"), filepath.Join(dst, ".pnpm/astro@5.18.2/node_modules/astro/package.json")) {
+			t.Errorf("a registry package was not hard linked")
+		}
+		if fi, err := os.Stat(filepath.Join(dst, builder.InstalledMark)); err == nil && sameFile(filepath.Join(src, builder.InstalledMark), filepath.Join(dst, builder.InstalledMark)) {
+			t.Errorf("the mark is a hard link, not a copy: %v", fi.Name())
 		}
 	}
 }
