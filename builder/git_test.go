@@ -555,3 +555,54 @@ func TestPullNeverShowsTheRemotesCredentials(t *testing.T) {
 		t.Errorf("error %q does not name the remote (redacted)", err)
 	}
 }
+
+// TestPullFastForwardsOnlyWhatChanged: the fast-forward writes the files
+// the commits differ in, with their modes, leaves untracked and ignored
+// files alone, and git agrees that the tree is clean at the new commit.
+func TestPullFastForwardsOnlyWhatChanged(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHome(t, sandbox.Options{})
+	src := h.BackendSrc("")
+	if err := os.MkdirAll(filepath.Join(src, "node_modules", "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "node_modules", "x", "index.js"), "ignored\n")
+	writeFile(t, filepath.Join(src, ".gitignore"), "node_modules/\n")
+	if err := sandbox.Git(ctx, src, "add", ".gitignore"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sandbox.Git(ctx, src, "commit", "-qm", "ignore"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sandbox.Git(ctx, src, "push", "-q", "origin", "HEAD:main"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "notes.txt"), "untracked\n")
+	pushed, err := h.PushBackend(ctx, "", sandbox.Change{Files: map[string]string{
+		"scripts/run.sh":               "#!/bin/sh\necho run\n",
+		"internal/deep/dir/new.go":     "package dir\n",
+		"cmd/tractstack-go/version.go": "package main\n\nconst Version = \"v9\"\n\nconst Healthy = true\n",
+	}, Remove: []string{"internal/presentation/templates/base.html"}, Message: "several"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newTestBuilder(t).PullBackend(ctx, src, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := gitOut(t, src, "rev-parse", "HEAD"); got != pushed {
+		t.Fatalf("HEAD %s, want %s", got, pushed)
+	}
+	if got := gitOut(t, src, "status", "--porcelain"); got != "?? notes.txt" {
+		t.Fatalf("git status after pull = %q, want only the untracked file", got)
+	}
+	if fi, err := os.Stat(filepath.Join(src, "scripts/run.sh")); err != nil || fi.Mode().Perm()&0o100 == 0 {
+		t.Fatalf("run.sh: %v, %v; want executable", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(src, "internal/presentation")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the emptied directories are left: %v", err)
+	}
+	if got := readFile(t, filepath.Join(src, "node_modules", "x", "index.js")); got != "ignored\n" {
+		t.Fatalf("ignored file changed: %q", got)
+	}
+}
