@@ -199,12 +199,12 @@ func (d *Deployer) adopt(p Paths, live Release) error {
 			return err
 		}
 		if isDir(filepath.Join(p.FrontendSrc, "node_modules")) {
-			if err := linkTree(filepath.Join(p.FrontendSrc, "node_modules"), filepath.Join(front, "node_modules")); err != nil {
+			if err := keepTree(filepath.Join(p.FrontendSrc, "node_modules"), filepath.Join(front, "node_modules")); err != nil {
 				return fmt.Errorf("keep live node_modules: %w", err)
 			}
 		}
 		if dist, err := filepath.EvalSymlinks(p.Dist); err == nil && isDir(dist) {
-			if err := linkTree(dist, filepath.Join(front, "dist")); err != nil {
+			if err := keepTree(dist, filepath.Join(front, "dist")); err != nil {
 				return fmt.Errorf("keep live dist: %w", err)
 			}
 		}
@@ -272,7 +272,7 @@ func (d *Deployer) convertLegacy(p Paths) error {
 			}
 		}
 		if nm := filepath.Join(p.FrontendSrc, "node_modules"); isDir(nm) {
-			if err := linkTree(nm, filepath.Join(tmp, "node_modules")); err != nil {
+			if err := keepTree(nm, filepath.Join(tmp, "node_modules")); err != nil {
 				return fmt.Errorf("convert release %s: %w", b.ID, err)
 			}
 		}
@@ -315,7 +315,7 @@ func (d *Deployer) StageFrontend(ctx context.Context, p Paths, b Build, out io.W
 	}
 	linked := 0
 	if isDir(base) {
-		n, err := countingLinkTree(base, filepath.Join(b.Frontend, "node_modules"))
+		n, err := countingLinkTree(base, filepath.Join(b.Frontend, "node_modules"), true)
 		if err != nil {
 			return fmt.Errorf("stage frontend: link node_modules from %s: %w", base, err)
 		}
@@ -360,11 +360,19 @@ func copySources(src, dst string) error {
 // change src through a shared inode; with a local package left out, dst
 // loses builder.InstalledMark, so that pnpm install puts it back.
 func linkTree(src, dst string) error {
-	_, err := countingLinkTree(src, dst)
+	_, err := countingLinkTree(src, dst, true)
 	return err
 }
 
-func countingLinkTree(src, dst string) (int, error) {
+// keepTree is linkTree for a release kept as it is (the live tree
+// adopted as a release): nothing will be installed in it, so local
+// packages are linked too.
+func keepTree(src, dst string) error {
+	_, err := countingLinkTree(src, dst, false)
+	return err
+}
+
+func countingLinkTree(src, dst string, leaveOutLocal bool) (int, error) {
 	n := 0
 	leftOut := false
 	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
@@ -376,7 +384,7 @@ func countingLinkTree(src, dst string) (int, error) {
 			return err
 		}
 		target := filepath.Join(dst, rel)
-		if localPackage(rel) {
+		if leaveOutLocal && localPackage(rel) {
 			leftOut = true
 			return fs.SkipDir
 		}
