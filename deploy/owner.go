@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -72,8 +73,14 @@ func holdsSocket(pid int, inodes map[uint64]bool) (bool, error) {
 	}
 	for _, e := range entries {
 		link, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if errors.Is(err, fs.ErrPermission) {
+			// Listing another process's descriptors is allowed, reading
+			// them is not (a process with more privileges than ours):
+			// who holds the port cannot be told.
+			return false, err
+		}
 		if err != nil {
-			continue
+			continue // closed meanwhile
 		}
 		s, ok := strings.CutPrefix(link, "socket:[")
 		if !ok {
