@@ -250,10 +250,14 @@ func (b *Builder) pull(ctx context.Context, dir string, out io.Writer, skipDirty
 			branch, dir, tracking.Short(), short(res.Old), short(up.Hash().String()), tracking.Short())
 	}
 
-	if err := checkOverwrites(ctx, headCommit, upCommit, dir); err != nil {
+	tt, changes, err := treeDiff(ctx, headCommit, upCommit)
+	if err != nil {
+		return res, fmt.Errorf("fast-forward %s of %s: %w", branch, dir, err)
+	}
+	if err := checkOverwrites(changes, upCommit, dir); err != nil {
 		return res, err
 	}
-	if err := fastForward(ctx, repo, dir, head.Name(), headCommit, upCommit); err != nil {
+	if err := fastForward(repo, dir, head.Name(), tt, changes, upCommit); err != nil {
 		return res, fmt.Errorf("fast-forward %s of %s to %s: %w", branch, dir, short(up.Hash().String()), err)
 	}
 	res.New = up.Hash().String()
@@ -382,26 +386,32 @@ func worktreeChanged(path string, e *index.Entry, indexTime time.Time) (bool, er
 	return plumbing.ComputeHash(plumbing.BlobObject, content) != e.Hash, nil
 }
 
-// checkOverwrites refuses a fast-forward that would overwrite an
-// untracked file with one the new commit adds, as git pull does.
-func checkOverwrites(ctx context.Context, from, to *object.Commit, dir string) error {
+// treeDiff is what changes from one commit to the other: the new tree
+// and the files that differ.
+func treeDiff(ctx context.Context, from, to *object.Commit) (*object.Tree, object.Changes, error) {
 	ft, err := from.Tree()
 	if err != nil {
-		return fmt.Errorf("read tree of %s: %w", short(from.Hash.String()), err)
+		return nil, nil, fmt.Errorf("read tree of %s: %w", short(from.Hash.String()), err)
 	}
 	tt, err := to.Tree()
 	if err != nil {
-		return fmt.Errorf("read tree of %s: %w", short(to.Hash.String()), err)
+		return nil, nil, fmt.Errorf("read tree of %s: %w", short(to.Hash.String()), err)
 	}
 	changes, err := object.DiffTreeWithOptions(ctx, ft, tt, nil)
 	if err != nil {
-		return fmt.Errorf("diff %s..%s in %s: %w", short(from.Hash.String()), short(to.Hash.String()), dir, err)
+		return nil, nil, fmt.Errorf("diff %s..%s: %w", short(from.Hash.String()), short(to.Hash.String()), err)
 	}
+	return tt, changes, nil
+}
+
+// checkOverwrites refuses a fast-forward whose changes would overwrite an
+// untracked file with one the new commit adds, as git pull does.
+func checkOverwrites(changes object.Changes, to *object.Commit, dir string) error {
 	var clash []string
 	for _, ch := range changes {
 		a, err := ch.Action()
 		if err != nil {
-			return fmt.Errorf("diff %s..%s in %s: %w", short(from.Hash.String()), short(to.Hash.String()), dir, err)
+			return fmt.Errorf("diff to %s in %s: %w", short(to.Hash.String()), dir, err)
 		}
 		if a != merkletrie.Insert {
 			continue
@@ -458,19 +468,7 @@ func redacted(err error, url string) error {
 // touch are read or written. (go-git's Worktree.Reset walks the whole work
 // tree, ignored node_modules/ and dist/ included, twice to find the same:
 // about 1 s of a frontend pull on a real site.) Untracked files stay.
-func fastForward(ctx context.Context, repo *git.Repository, dir string, branch plumbing.ReferenceName, from, to *object.Commit) error {
-	ft, err := from.Tree()
-	if err != nil {
-		return fmt.Errorf("read tree of %s: %w", short(from.Hash.String()), err)
-	}
-	tt, err := to.Tree()
-	if err != nil {
-		return fmt.Errorf("read tree of %s: %w", short(to.Hash.String()), err)
-	}
-	changes, err := object.DiffTreeWithOptions(ctx, ft, tt, nil)
-	if err != nil {
-		return fmt.Errorf("diff %s..%s: %w", short(from.Hash.String()), short(to.Hash.String()), err)
-	}
+func fastForward(repo *git.Repository, dir string, branch plumbing.ReferenceName, tt *object.Tree, changes object.Changes, to *object.Commit) error {
 	idx, err := repo.Storer.Index()
 	if err != nil {
 		return fmt.Errorf("read index: %w", err)
