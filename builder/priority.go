@@ -121,12 +121,48 @@ func backgroundArgs(path string, argv, env []string) (string, []string, string) 
 	return choom, append([]string{"choom", "-n", strconv.Itoa(BuildOOMScoreAdj), "--", path}, argv[1:]...), ""
 }
 
-func ownOOMScoreAdj() (int, error) {
-	data, err := os.ReadFile("/proc/self/oom_score_adj")
+func ownOOMScoreAdj() (int, error) { return oomScoreAdj("self") }
+
+// oomScoreAdj reads /proc/<pid>/oom_score_adj ("self" for this process).
+func oomScoreAdj(pid string) (int, error) {
+	data, err := os.ReadFile("/proc/" + pid + "/oom_score_adj")
 	if err != nil {
 		return 0, err
 	}
 	return strconv.Atoi(strings.TrimSpace(string(data)))
+}
+
+// Priorities are what a process runs with, as /proc and ioprio_get show
+// them: what build children get and deploy children do not.
+type Priorities struct {
+	OOMScoreAdj int
+	Nice        int
+	IOClass     int
+}
+
+// ReadPriorities reads the priorities of pid (a process or a thread).
+func ReadPriorities(pid int) (Priorities, error) {
+	var p Priorities
+	var err error
+	if p.OOMScoreAdj, err = oomScoreAdj(strconv.Itoa(pid)); err != nil {
+		return p, fmt.Errorf("read oom_score_adj of %d: %w", pid, err)
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return p, fmt.Errorf("read stat of %d: %w", pid, err)
+	}
+	// After "pid (comm)": field 3 (state) is f[0], field 19 (nice) f[16].
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(f) < 17 {
+		return p, fmt.Errorf("read stat of %d: %d fields", pid, len(f))
+	}
+	if p.Nice, err = strconv.Atoi(f[16]); err != nil {
+		return p, fmt.Errorf("read nice of %d: %w", pid, err)
+	}
+	if p.IOClass, _, err = IOPrio(pid); err != nil {
+		return p, err
+	}
+	return p, nil
 }
 
 // oomKills is the kernel's count of processes its OOM killer ended

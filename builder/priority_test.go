@@ -57,44 +57,18 @@ func TestKillReason(t *testing.T) {
 	}
 }
 
-// attrs are the scheduling attributes of a process as /proc and
-// ioprio_get show them.
-type attrs struct {
-	oomScoreAdj int
-	nice        int
-	ioClass     int
-}
-
-func readAttrs(t *testing.T, pid int) attrs {
+func readAttrs(t *testing.T, pid int) Priorities {
 	t.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/oom_score_adj")
+	p, err := ReadPriorities(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	oom, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// After "pid (comm)": field 3 (state) is f[0], field 19 (nice) f[16].
-	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	nice, err := strconv.Atoi(f[16])
-	if err != nil {
-		t.Fatal(err)
-	}
-	class, _, err := IOPrio(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return attrs{oomScoreAdj: oom, nice: nice, ioClass: class}
+	return p
 }
 
 // pidsDuringRun runs a shell that starts a sleeping grandchild and
 // records both pids, reads their attributes while they run, then cancels.
-func pidsDuringRun(t *testing.T, background bool) (child, grandchild attrs) {
+func pidsDuringRun(t *testing.T, background bool) (child, grandchild Priorities) {
 	t.Helper()
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pids")
@@ -138,7 +112,7 @@ func pidsDuringRun(t *testing.T, background bool) (child, grandchild attrs) {
 func TestBackgroundChildPriorities(t *testing.T) {
 	testtool.Require(t, "sh", "sleep", "choom")
 	t.Parallel()
-	want := attrs{oomScoreAdj: BuildOOMScoreAdj, nice: BuildNice, ioClass: BuildIOClass}
+	want := Priorities{OOMScoreAdj: BuildOOMScoreAdj, Nice: BuildNice, IOClass: BuildIOClass}
 	before := readAttrs(t, os.Getpid())
 	child, grandchild := pidsDuringRun(t, true)
 	if child != want || grandchild != want {
@@ -216,7 +190,7 @@ func TestBackgroundLeavesConciergeAlone(t *testing.T) {
 		if tid != os.Getpid() && !threadLive(tid) {
 			continue
 		}
-		if got := readAttrs(t, tid); got.nice != before.nice || got.ioClass != before.ioClass {
+		if got := readAttrs(t, tid); got.Nice != before.Nice || got.IOClass != before.IOClass {
 			t.Errorf("thread %d has %+v; the process started with %+v", tid, got, before)
 		}
 	}

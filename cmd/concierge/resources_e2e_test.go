@@ -105,23 +105,12 @@ func buildChild(parent int, mark []byte, prog, arg string) int {
 	return 0
 }
 
-// e2eProcAttrs reads pid's oom_score_adj and nice value from /proc and
-// its I/O class with ioprio_get.
+// e2eProcAttrs reads pid's oom_score_adj, nice value and I/O class.
 func e2eProcAttrs(t *testing.T, pid int) (oom, nice, class int) {
 	t.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/oom_score_adj")
+	p, err := builder.ReadPriorities(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	oom, _ = strconv.Atoi(strings.TrimSpace(string(data)))
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	nice, _ = strconv.Atoi(f[16]) // field 19; f[0] is field 3
-	if class, _, err = builder.IOPrio(pid); err != nil {
-		t.Fatal(err)
-	}
-	return oom, nice, class
+	return p.OOMScoreAdj, p.Nice, p.IOClass
 }
