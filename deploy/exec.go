@@ -89,11 +89,23 @@ func (d *Deployer) ReloadFrontend(ctx context.Context, p Paths, out io.Writer) (
 		out = io.Discard
 	}
 	// Which mode pm2 runs the process in decides whether the reload has a
-	// gap; asked meanwhile, so that the reload does not wait for it.
-	mode := make(chan string, 1)
-	go func() { mode <- d.execMode(ctx, p.Process) }()
+	// gap; asked meanwhile, so that the reload does not wait for it. Only
+	// when pm2's daemon is up: each pm2 command that finds none starts
+	// one, so two at once would start two, and the one that loses the
+	// socket is left running where no `pm2 kill` reaches it. Without a
+	// daemon, the mode is asked after the reload has started it.
+	var mode chan string
+	if pm2DaemonUp(pm2Home(d.cfg.Env)) {
+		mode = make(chan string, 1)
+		go func() { mode <- d.execMode(ctx, p.Process) }()
+	}
 	defer func() {
-		m := <-mode
+		var m string
+		if mode != nil {
+			m = <-mode
+		} else {
+			m = d.execMode(ctx, p.Process)
+		}
 		msg := ReloadNote(p.Process, m)
 		fmt.Fprintln(out, msg)
 		d.cfg.Log.Info().Str("process", p.Process).Str("exec_mode", m).Msg(msg)

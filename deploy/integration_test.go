@@ -264,6 +264,11 @@ func TestRealRestartFailsForUnknownUnit(t *testing.T) {
 	if _, err := d.ReloadFrontend(context.Background(), p, io.Discard); err == nil || !strings.Contains(err.Error(), "astro-nosuch") {
 		t.Fatalf("reload of a missing process: %v", err)
 	}
+	// No daemon ran before the reload: its pm2 commands start one, and
+	// only one (two at once used to start two, one of them unreachable).
+	if d := pm.Daemons(); len(d) != 1 {
+		t.Fatalf("pm2 daemons of this PM2_HOME after the reload: %v, want one", d)
+	}
 }
 
 // testOut is a writer to the test log.

@@ -69,3 +69,30 @@ func pm2PIDs(home, process string) []int {
 	}
 	return pids
 }
+
+// pm2DaemonUp reports whether pm2's daemon runs for home: the pid in
+// home/pm2.pid is a live process titled as pm2's daemon (a pid file left
+// by a reboot may name a pid reused by something else).
+func pm2DaemonUp(home string) bool {
+	if home == "" {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(home, "pm2.pid"))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	return err == nil && PM2Daemon(string(cmdline), home)
+}
+
+// PM2Daemon says whether a process's command line (as /proc shows it) is
+// that of pm2's daemon for home: pm2 sets its title to
+// "PM2 v<version>: God Daemon (<home>)". Pure.
+func PM2Daemon(cmdline, home string) bool {
+	title := strings.TrimRight(strings.ReplaceAll(cmdline, "\x00", " "), " ")
+	return strings.HasPrefix(title, "PM2 ") && strings.HasSuffix(title, "God Daemon ("+home+")")
+}

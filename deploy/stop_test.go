@@ -215,3 +215,21 @@ func TestStopString(t *testing.T) {
 		}
 	}
 }
+
+func TestPM2Daemon(t *testing.T) {
+	for _, c := range []struct {
+		cmdline, home string
+		want          bool
+	}{
+		{"PM2 v6.0.14: God Daemon (/home/t8k/.pm2)" + strings.Repeat(" ", 14), "/home/t8k/.pm2", true},
+		{"PM2 v5.4.2: God Daemon (/tmp/pm2-1)\x00", "/tmp/pm2-1", true},
+		{"PM2 v6.0.14: God Daemon (/tmp/pm2-1)", "/tmp/pm2-2", false}, // another home
+		{"node\x00/usr/bin/pm2\x00jlist\x00", "/tmp/pm2-1", false},    // a CLI, not the daemon
+		{"nginx: worker process", "/tmp/pm2-1", false},                // a pid reused
+		{"", "/tmp/pm2-1", false},
+	} {
+		if got := PM2Daemon(c.cmdline, c.home); got != c.want {
+			t.Errorf("PM2Daemon(%q, %q) = %v, want %v", c.cmdline, c.home, got, c.want)
+		}
+	}
+}

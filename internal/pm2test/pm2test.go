@@ -43,9 +43,73 @@ func Start(t testing.TB) *PM2 {
 		if out, err := p.run("kill"); err != nil {
 			t.Logf("pm2 kill: %v\n%s", err, out)
 		}
+		p.reapLeft()
 		os.RemoveAll(home)
 	})
 	return p
+}
+
+// reapLeft fails the test for every pm2 process of this PM2_HOME (a
+// daemon, or an app it ran) that `pm2 kill` left running, a daemon no
+// command reaches, say, and kills it, so that no test leaves a process
+// behind unnoticed. Other processes given this PM2_HOME (a concierge the
+// test runs) end by their own clean-ups.
+func (p *PM2) reapLeft() {
+	var left []int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left = p.procs(true)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, pid := range left {
+		p.t.Errorf("pm2 kill left pid %d of PM2_HOME %s running: %s", pid, p.home, cmdline(pid))
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// Daemons returns the pids of the running pm2 daemons of this PM2_HOME:
+// there should be at most one.
+func (p *PM2) Daemons() []int { return p.procs(false) }
+
+// procs lists this PM2_HOME's pm2 daemons, and with apps the processes
+// they run (pm2 gives each a pm_id in its environment).
+func (p *PM2) procs(apps bool) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		ours, app := false, false
+		for _, v := range bytes.Split(env, []byte{0}) {
+			ours = ours || string(v) == "PM2_HOME="+p.home
+			app = app || bytes.HasPrefix(v, []byte("pm_id="))
+		}
+		if ours && (strings.HasSuffix(cmdline(pid), "God Daemon ("+p.home+")") || apps && app) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// cmdline is a process's command line with spaces for NULs.
+func cmdline(pid int) string {
+	b, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	return strings.TrimRight(strings.ReplaceAll(string(b), "\x00", " "), " ")
 }
 
 // Home is the PM2_HOME.
