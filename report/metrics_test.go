@@ -1,54 +1,15 @@
 package report
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/tractstack/concierge/internal/promtest"
 
 	"github.com/tractstack/concierge/deploy"
 	"github.com/tractstack/concierge/queue"
 )
-
-// ParseMetrics parses the text format as Prometheus and node_exporter do.
-func parseMetrics(t *testing.T, data []byte) map[string]*dto.MetricFamily {
-	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("the metrics do not parse: %v\n%s", err, data)
-	}
-	return mfs
-}
-
-// value is the value of the sample of name whose labels include want
-// (name=value pairs); ok is false when there is none.
-func value(mfs map[string]*dto.MetricFamily, name string, want ...string) (float64, bool) {
-	mf, ok := mfs[name]
-	if !ok {
-		return 0, false
-	}
-next:
-	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for _, kv := range want {
-			k, v, _ := strings.Cut(kv, "=")
-			if have[k] != v {
-				continue next
-			}
-		}
-		return m.GetGauge().GetValue(), true
-	}
-	return 0, false
-}
 
 func TestMetrics(t *testing.T) {
 	ok1 := job("01", queue.Succeeded, "main", "build", 0, 10)
@@ -68,7 +29,7 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mfs := parseMetrics(t, data)
+	mfs := promtest.Parse(t, data)
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -92,16 +53,16 @@ func TestMetrics(t *testing.T) {
 		{"concierge_last_job_step_duration_seconds", []string{"target=main", "step=rollback"}, 0.25},
 		{"concierge_live_release_info", []string{"target=main", "release=r1", "backend_commit=b1", "frontend_commit=f1"}, 1},
 	} {
-		got, ok := value(mfs, c.name, c.labels...)
+		got, ok := promtest.Value(mfs, c.name, c.labels...)
 		if !ok || got != c.want {
 			t.Errorf("%s%v = %v (present %t), want %v", c.name, c.labels, got, ok, c.want)
 		}
 	}
 	// Only the last job's steps are shown.
-	if _, ok := value(mfs, "concierge_last_job_step_duration_seconds", "target=main", "step=pull-backend"); ok {
+	if _, ok := promtest.Value(mfs, "concierge_last_job_step_duration_seconds", "target=main", "step=pull-backend"); ok {
 		t.Errorf("a step of an earlier job is shown:\n%s", data)
 	}
-	if _, ok := value(mfs, "concierge_job_running"); ok {
+	if _, ok := promtest.Value(mfs, "concierge_job_running"); ok {
 		t.Errorf("a job is shown running:\n%s", data)
 	}
 }
@@ -111,8 +72,8 @@ func TestMetricsOfAnEmptyHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mfs := parseMetrics(t, data)
-	if v, ok := value(mfs, "concierge_jobs_pending"); !ok || v != 0 {
+	mfs := promtest.Parse(t, data)
+	if v, ok := promtest.Value(mfs, "concierge_jobs_pending"); !ok || v != 0 {
 		t.Fatalf("pending %v %t\n%s", v, ok, data)
 	}
 }
@@ -127,7 +88,7 @@ func TestWriteMetricsFile(t *testing.T) {
 		t.Fatalf("mode %v %v", fi, err)
 	}
 	data, _ := os.ReadFile(path)
-	if v, ok := value(parseMetrics(t, data), "concierge_jobs", "result=succeeded"); !ok || v != 1 {
+	if v, ok := promtest.Value(promtest.Parse(t, data), "concierge_jobs", "result=succeeded"); !ok || v != 1 {
 		t.Fatalf("jobs %v %t\n%s", v, ok, data)
 	}
 	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {

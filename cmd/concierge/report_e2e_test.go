@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tractstack/concierge/deploy"
+	"github.com/tractstack/concierge/internal/promtest"
 	"github.com/tractstack/concierge/internal/sandbox"
 	"github.com/tractstack/concierge/queue"
 	"github.com/tractstack/concierge/report"
@@ -186,7 +187,7 @@ func TestReportsE2E(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mfs := parseProm(t, data)
+		mfs := promtest.Parse(t, data)
 		jobs := h.jobs()
 		if len(jobs) != 3 {
 			t.Fatalf("want 3 jobs, have %s", pe2eJSON(jobs))

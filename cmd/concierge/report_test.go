@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,8 +17,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/tractstack/concierge/internal/promtest"
 
 	"github.com/tractstack/concierge/queue"
 	"github.com/tractstack/concierge/report"
@@ -100,18 +98,6 @@ func TestStatusFileFollowsTheQueue(t *testing.T) {
 	}
 }
 
-// parseProm parses the Prometheus text format as Prometheus and
-// node_exporter's textfile collector do.
-func parseProm(t testing.TB, data []byte) map[string]*dto.MetricFamily {
-	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("the metrics do not parse: %v\n%s", err, data)
-	}
-	return mfs
-}
-
 // promWant is one sample a test expects: its name, some of its labels
 // (name=value) and its value.
 type promWant struct {
@@ -124,7 +110,7 @@ type promWant struct {
 func checkProm(t testing.TB, mfs map[string]*dto.MetricFamily, data []byte, want []promWant) {
 	t.Helper()
 	for _, w := range want {
-		got, ok := promValue(mfs, w.name, w.labels...)
+		got, ok := promtest.Value(mfs, w.name, w.labels...)
 		if !ok || math.Abs(got-w.value) > 1e-6 {
 			t.Errorf("%s%v = %v (present %t), want %v", w.name, w.labels, got, ok, w.value)
 		}
@@ -132,24 +118,6 @@ func checkProm(t testing.TB, mfs map[string]*dto.MetricFamily, data []byte, want
 	if t.Failed() {
 		t.Fatalf("metrics:\n%s", data)
 	}
-}
-
-func promValue(mfs map[string]*dto.MetricFamily, name string, want ...string) (float64, bool) {
-next:
-	for _, m := range mfs[name].GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for _, kv := range want {
-			k, v, _ := strings.Cut(kv, "=")
-			if have[k] != v {
-				continue next
-			}
-		}
-		return m.GetGauge().GetValue(), true
-	}
-	return 0, false
 }
 
 // TestMetricsInWatchMode serves the metrics on loopback while watch runs,
@@ -187,15 +155,15 @@ func TestMetricsInWatchMode(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		served, _ = io.ReadAll(resp.Body)
-		v, ok := promValue(parseProm(t, served), "concierge_jobs", "result=succeeded")
+		v, ok := promtest.Value(promtest.Parse(t, served), "concierge_jobs", "result=succeeded")
 		return ok && v == 1, string(served)
 	})
-	checkProm(t, parseProm(t, served), served, want)
+	checkProm(t, promtest.Parse(t, served), served, want)
 	file, err := os.ReadFile(prom)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkProm(t, parseProm(t, file), file, want)
+	checkProm(t, promtest.Parse(t, file), file, want)
 	// The rejected trigger was notified; the success was not (failure is the default).
 	waitFor(t, "the rejected trigger's notification", 10*time.Second, func() (bool, string) {
 		got := hook.messages()
